@@ -1,0 +1,122 @@
+"""Exceptions raised by gpt_oss_metal.
+
+Every failure of the C runtime carries a status code; each code maps to one class below, and the
+message is the runtime's own description (naming the file, field, offset or argument at fault).
+Each class also derives from the closest built-in exception so generic handlers keep working:
+a malformed model file is a ``ValueError``, a missing file an ``OSError``, and so on.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "GptOssError",
+    "InvalidArgumentError",
+    "UnsupportedArgumentError",
+    "InvalidStateError",
+    "GptOssIOError",
+    "InsufficientMemoryError",
+    "InsufficientResourcesError",
+    "UnsupportedSystemError",
+    "ContextOverflowError",
+    "ModelFileError",
+    "CancelledError",
+    "DeviceError",
+    "exception_for_status",
+]
+
+
+class GptOssError(Exception):
+    """Base class of every error raised by the gpt-oss-metal runtime."""
+
+    #: The C ``enum gptoss_status`` value this class stands for.
+    status: int = -1
+
+
+class InvalidArgumentError(GptOssError, ValueError):
+    """An argument is invalid: out-of-range token id, bad sampling parameter, NULL handle."""
+
+    status = 1
+
+
+class UnsupportedArgumentError(GptOssError, ValueError):
+    """A valid argument this runtime does not support (e.g. a head size other than 64)."""
+
+    status = 2
+
+
+class InvalidStateError(GptOssError, RuntimeError):
+    """The object is not in a state that allows the call."""
+
+    status = 3
+
+
+class GptOssIOError(GptOssError, OSError):
+    """The operating system failed to open, map or read a file."""
+
+    status = 4
+
+
+class InsufficientMemoryError(GptOssError, MemoryError):
+    """Host memory ran out."""
+
+    status = 5
+
+
+class InsufficientResourcesError(GptOssError, RuntimeError):
+    """Device resources (GPU working set, buffers) are insufficient, e.g. the model does not fit."""
+
+    status = 6
+
+
+class UnsupportedSystemError(GptOssError, RuntimeError):
+    """No usable device on this system."""
+
+    status = 7
+
+
+class ContextOverflowError(GptOssError, IndexError):
+    """The operation would exceed the context length."""
+
+    status = 8
+
+
+class ModelFileError(GptOssError, ValueError):
+    """The model file is malformed: bad magic or UUID, insane header field, truncated section."""
+
+    status = 9
+
+
+class CancelledError(GptOssError):
+    """The operation was cancelled before it completed; the object stays usable."""
+
+    status = 10
+
+
+class DeviceError(GptOssError, RuntimeError):
+    """The device failed while executing kernels (a kernel fault or a command-buffer error)."""
+
+    status = 11
+
+
+_BY_STATUS: dict[int, type[GptOssError]] = {
+    cls.status: cls
+    for cls in (
+        InvalidArgumentError,
+        UnsupportedArgumentError,
+        InvalidStateError,
+        GptOssIOError,
+        InsufficientMemoryError,
+        InsufficientResourcesError,
+        UnsupportedSystemError,
+        ContextOverflowError,
+        ModelFileError,
+        CancelledError,
+        DeviceError,
+    )
+}
+
+
+def exception_for_status(status: int, message: str) -> GptOssError:
+    """Return (not raise) the exception instance for a C status code and message."""
+    cls = _BY_STATUS.get(status, GptOssError)
+    return cls(message)

@@ -1,0 +1,24 @@
+// Declarations shared by the translation units of the gpt_oss_metal._metal extension.
+#pragma once
+
+#include <pybind11/pybind11.h>
+
+#include <gpt-oss.h>
+
+namespace gptoss_python {
+
+// Raises the gpt_oss_metal.errors exception class matching `status`, with the runtime's last error
+// message for this thread (which names the file, field or argument at fault). Never returns.
+[[noreturn]] void raise_status(gptoss_status status, const char* what);
+
+// Calls raise_status unless status is success.
+inline void check(gptoss_status status, const char* what) {
+    if (status != gptoss_status_success) {
+        raise_status(status, what);
+    }
+}
+
+void register_model(pybind11::module_& m);   // model_bindings.cpp: Model, Tokenizer
+void register_device(pybind11::module_& m);  // device_bindings.cpp: Device, kernel launches for tests
+
+}  // namespace gptoss_python
