@@ -114,7 +114,18 @@ assert struct.calcsize(HEADER_FORMAT) == 68
 
 
 def header_from_config(config: Mapping[str, object], num_active_experts: int | None = None) -> ModelHeader:
-    """Derive the model header from a checkpoint config.json (either layout's key names)."""
+    """Derive the model header from a checkpoint config.json (either layout's key names).
+
+    Float fields are rounded to float32, as stored, so the result compares equal to a header read
+    back from a file.
+    """
+    rope_parameters = config.get("rope_parameters")  # transformers >= 5 nests RoPE settings here
+    if isinstance(rope_parameters, Mapping):
+        config = {
+            **config,
+            "rope_theta": config.get("rope_theta", rope_parameters.get("rope_theta")),
+            "rope_scaling": config.get("rope_scaling", rope_parameters),
+        }
 
     def get(*names: str):
         for name in names:
@@ -137,7 +148,7 @@ def header_from_config(config: Mapping[str, object], num_active_experts: int | N
     active = num_active_experts
     if active is None:
         active = int(get("experts_per_token", "num_experts_per_tok"))
-    return ModelHeader(
+    return ModelHeader.unpack(ModelHeader(
         context_length=int(initial_context * factor),
         num_blocks=int(get("num_hidden_layers")),
         num_experts=int(get("num_experts", "num_local_experts")),
@@ -155,7 +166,7 @@ def header_from_config(config: Mapping[str, object], num_active_experts: int | N
         yarn_scale=1.0 / (high - low),
         yarn_multiplier=0.1 * math.log(factor) + 1.0,
         rmsnorm_epsilon=1e-5,
-    )
+    ).pack())
 
 
 @dataclasses.dataclass(frozen=True)
