@@ -1,0 +1,83 @@
+/* The model and tokenizer objects behind gptoss_model_t and gptoss_tokenizer_t. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Reference counts: C11 atomics; the same object representation as std::atomic for C++ readers. */
+#ifdef __cplusplus
+  #include <atomic>
+  typedef std::atomic<uint_least64_t> gptoss_ref_count_t;
+#else
+  #include <stdatomic.h>
+  typedef atomic_uint_least64_t gptoss_ref_count_t;
+#endif
+
+#include <gpt-oss/types.h>
+
+#include "internal/model-file.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/*
+ * The read-only memory mapping of a whole model.bin, shared (reference counted) by the model and
+ * its tokenizer so that either may outlive the other.
+ */
+struct gptoss_file_mapping {
+    gptoss_ref_count_t ref_count;
+    void* ptr;     /* page-aligned start of the mapping (the file's byte 0) */
+    size_t size;   /* file size in bytes */
+};
+
+struct gptoss_file_mapping* gptoss_file_mapping_retain(struct gptoss_file_mapping* mapping);
+void gptoss_file_mapping_release(struct gptoss_file_mapping* mapping);
+
+struct gptoss_tokenizer {
+    gptoss_ref_count_t ref_count;
+    struct gptoss_file_mapping* mapping;  /* keeps the token table, regex and UUIDs alive */
+
+    uint32_t num_text_tokens;
+    uint32_t num_special_tokens;
+    const char* regex;                 /* NUL-terminated, inside the mapping */
+    const uint8_t* special_uuids;      /* num_special_tokens x 16 bytes, inside the mapping */
+    const uint8_t* token_table;        /* start of the token table, inside the mapping */
+    /* Offset of each entry in the token table, plus the table size at [num_text_tokens]: O(1) decode. */
+    uint32_t* token_entry_offsets;
+    /* Token id per role (index: enum gptoss_special_token); UINT32_MAX if the file does not name it. */
+    uint32_t special_token_ids[gptoss_special_token_max];
+};
+
+/* Builds the tokenizer of a parsed file (retains mapping). */
+enum gptoss_status gptoss_tokenizer_create(
+    struct gptoss_file_mapping* mapping, const struct gptoss_model_file* file, const char* path,
+    struct gptoss_tokenizer** tokenizer_out);
+
+struct gptoss_model {
+    gptoss_ref_count_t ref_count;
+    char* path;                          /* as given to gptoss_model_create_from_file (for messages) */
+    struct gptoss_file_mapping* mapping;
+    struct gptoss_model_file file;       /* validated header, tokenizer sizes and the full layout */
+    struct gptoss_tokenizer* tokenizer;  /* one reference owned by the model */
+
+    /*
+     * The weights region: [weights_ptr, weights_ptr + weights_size) = file bytes
+     * [layout.weights_offset, layout.file_size). weights_ptr is page-aligned (weights_offset is a
+     * multiple of 16 KiB and the mapping is page-aligned), so the device layer can wrap it without
+     * copying (gptoss_buffer_wrap). The mapping covers whole pages: rounding weights_size up to
+     * the page size stays inside it.
+     */
+    void* weights_ptr;
+    size_t weights_size;
+
+    /*
+     * ---- Device and weight buffers (added by the inference layer) ----
+     * e.g. struct gptoss_device* device; struct gptoss_buffer weights_buffer; kernel functions...
+     * gptoss_model_release (model.c) must release them before the mapping.
+     */
+};
+
+#ifdef __cplusplus
+}  // extern "C"
+#endif

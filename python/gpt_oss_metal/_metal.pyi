@@ -1,0 +1,64 @@
+"""Type stubs for gpt_oss_metal._metal, the pybind11 extension over the C runtime.
+
+Use the gpt_oss_metal package (Model, Tokenizer, ...) rather than this module directly.
+Every failure raises a class from gpt_oss_metal.errors.
+"""
+
+import os
+from typing import Any
+
+# --- Model and tokenizer (model_bindings.cpp) ---
+
+#: Special-token roles (enum gptoss_special_token) by name: "return" -> 1, ..., "end_untrusted" -> 10.
+SPECIAL_TOKEN_ROLES: dict[str, int]
+
+class Tokenizer:
+    """The vocabulary stored in a model.bin (obtain it from Model.tokenizer)."""
+
+    @property
+    def num_text_tokens(self) -> int: ...
+    @property
+    def num_special_tokens(self) -> int: ...
+    @property
+    def num_tokens(self) -> int: ...
+    @property
+    def regex(self) -> str:
+        """The pre-tokenizer regex stored in the file."""
+    @property
+    def special_token_uuids(self) -> list[bytes]:
+        """16-byte UUID of each special-token slot in id order (16 zero bytes: unnamed)."""
+    def decode(self, token_id: int) -> bytes:
+        """Bytes of a text token; special ids and ids past the vocabulary raise InvalidArgumentError."""
+    def text_tokens(self) -> list[bytes]:
+        """Bytes of every text token, indexed by id."""
+    def special_token_id(self, role: int | str) -> int:
+        """Id by role value, role name ("return") or token text ("<|return|>").
+
+        InvalidArgumentError for an unknown role, UnsupportedArgumentError if the file names no such token.
+        """
+    def token_uuid(self, token_id: int) -> bytes:
+        """16-byte UUID of a token (zero bytes for text tokens and unnamed slots)."""
+
+class Model:
+    """A model.bin loaded by the C runtime: validated, weights memory-mapped (never copied).
+
+    Raises ModelFileError (malformed file), UnsupportedArgumentError (valid but unsupported, e.g.
+    head_dim != 64) or GptOssIOError (an OSError with errno set) when the file cannot be opened.
+    """
+
+    def __init__(self, path: str | bytes | os.PathLike[str]) -> None: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def max_context_length(self) -> int: ...
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+    @property
+    def header(self) -> dict[str, int | float]:
+        """The 17 model-header fields plus num_special_tokens, num_text_tokens, regex_size, tokens_size."""
+    @property
+    def layout(self) -> dict[str, Any]:
+        """special_uuids_offset, regex_offset, tokens_offset, weights_offset, vocab_size,
+        moe_offsets (list), expert_size, file_size, and tensors: name -> (offset, nbytes)."""
+
+# --- Device (CPU execution layer / Metal) ---

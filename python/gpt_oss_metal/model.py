@@ -1,0 +1,80 @@
+"""Loading a model.bin: :class:`Model`."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from . import _metal
+
+if TYPE_CHECKING:
+    from .tokenizer import Tokenizer
+
+__all__ = ["Model"]
+
+
+class Model:
+    """A gpt-oss model loaded from a model.bin (layout v1, as published for gpt-oss-20b/120b).
+
+    The C runtime validates the whole file before use (magic, UUIDs, every header field, the
+    tokenizer section, the size of every section and tensor) and memory-maps the weights without
+    copying them. Problems raise :class:`~gpt_oss_metal.ModelFileError` (malformed file),
+    :class:`~gpt_oss_metal.UnsupportedArgumentError` (a valid file this runtime cannot run) or
+    :class:`~gpt_oss_metal.GptOssIOError`, an :class:`OSError` with ``errno`` set (cannot open/map).
+
+    >>> model = Model("gpt-oss-20b/metal/model.bin")   # doctest: +SKIP
+    >>> model.max_context_length
+    131072
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | bytes) -> None:
+        self._native = _metal.Model(path)
+        self._tokenizer: Tokenizer | None = None
+
+    @property
+    def path(self) -> str:
+        """The path the model was loaded from."""
+        return self._native.path
+
+    @property
+    def max_context_length(self) -> int:
+        """Largest number of tokens a context of this model can hold (the header's context_length)."""
+        return self._native.max_context_length
+
+    @property
+    def header(self) -> dict[str, int | float]:
+        """The 17 model-header fields and the tokenizer-section sizes, as stored in the file."""
+        return self._native.header
+
+    @property
+    def config(self) -> dict[str, int | float]:
+        """Alias of :attr:`header`."""
+        return self.header
+
+    @property
+    def layout(self) -> dict[str, Any]:
+        """Offsets the loader computed: sections, MoE sections and ``tensors`` (name -> (offset, nbytes))."""
+        return self._native.layout
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The model's :class:`~gpt_oss_metal.Tokenizer` (created once per model)."""
+        if self._tokenizer is None:
+            from .tokenizer import Tokenizer
+
+            self._tokenizer = Tokenizer(self)
+        return self._tokenizer
+
+    def __repr__(self) -> str:
+        h = self.header
+        return (
+            f"Model({self.path!r}, num_blocks={h['num_blocks']}, num_experts={h['num_experts']}, "
+            f"embedding_dim={h['embedding_dim']}, max_context_length={self.max_context_length})"
+        )
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # The mapping is released with the last reference; nothing to close eagerly.
+        return None
