@@ -5,7 +5,10 @@ Every failure raises a class from gpt_oss_metal.errors.
 """
 
 import os
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 # --- Model and tokenizer (model_bindings.cpp) ---
 
@@ -62,3 +65,21 @@ class Model:
         moe_offsets (list), expert_size, file_size, and tensors: name -> (offset, nbytes)."""
 
 # --- Device (CPU execution layer / Metal) ---
+
+class Device:
+    """A compute device (Apple GPU or the CPU execution layer) for running kernels by name."""
+
+    def __init__(self, kind: str = "any") -> None: ...
+    @property
+    def info(self) -> dict[str, int | str]: ...
+    def run(
+        self,
+        kernel: str,
+        threadgroups: Sequence[int],
+        threads_per_threadgroup: Sequence[int],
+        buffers: dict[int, np.ndarray | bytes],
+        threadgroup_memory: dict[int, int] = ...,
+    ) -> None:
+        """Dispatch `kernel` once and wait; arrays are copied in and back, bytes bound with setBytes."""
+    def trace_counters(self) -> dict[str, int]: ...
+    def reset_trace_counters(self) -> None: ...
