@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings.h"
+#include "sampler_bindings.h"
 
 namespace py = pybind11;
 
@@ -28,4 +29,5 @@ PYBIND11_MODULE(_metal, m) {
     m.doc() = "gpt-oss-metal runtime (C library) bindings; use the gpt_oss_metal package instead.";
     gptoss_python::register_model(m);
     gptoss_python::register_device(m);
+    gptoss_python::register_sampler(m);
 }

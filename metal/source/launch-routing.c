@@ -1,0 +1,104 @@
+/* Launch wrapper of the router kernel (kernels/routing.metal); see internal/kernels-moe.h. */
+#include <stddef.h>
+#include <stdint.h>
+
+#include "internal/device.h"
+#include "internal/error.h"
+#include "internal/kernel-args.h"
+#include "internal/kernels-moe.h"
+
+/* Static threadgroup memory of gptoss_router (sums, logits, selected logits) plus the x_norm row must fit 32 KiB. */
+#define ROUTER_MAX_ROW_BYTES 30720u
+
+static enum gptoss_status check_tensor(const char* what, const struct gptoss_buffer* buffer, size_t offset, uint64_t bytes) {
+    if (buffer == NULL || buffer->ptr == NULL) {
+        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: %s buffer is NULL", what);
+    }
+    if (offset % 16 != 0) {
+        return gptoss_set_error(gptoss_status_invalid_argument,
+            "gptoss_encode_router: %s offset %zu is not a multiple of 16", what, offset);
+    }
+    if (offset > buffer->size || bytes > buffer->size - offset) {
+        return gptoss_set_error(gptoss_status_invalid_argument,
+            "gptoss_encode_router: %s needs %llu bytes at offset %zu but the buffer holds %zu bytes",
+            what, (unsigned long long) bytes, offset, buffer->size);
+    }
+    return gptoss_status_success;
+}
+
+enum gptoss_status gptoss_encode_router(
+    struct gptoss_command_buffer* command_buffer, const struct gptoss_function* function,
+    const struct gptoss_buffer* residual, size_t residual_offset,
+    const struct gptoss_buffer* mlp_gain, size_t mlp_gain_offset,
+    const struct gptoss_buffer* gate_weight, size_t gate_weight_offset,
+    const struct gptoss_buffer* gate_bias, size_t gate_bias_offset,
+    const struct gptoss_buffer* x_norm, size_t x_norm_offset,
+    const struct gptoss_buffer* expert_ids, size_t expert_ids_offset,
+    const struct gptoss_buffer* expert_weights, size_t expert_weights_offset,
+    uint32_t num_tokens, uint32_t embedding_dim, uint32_t num_experts, uint32_t num_active, float epsilon)
+{
+    if (command_buffer == NULL || function == NULL) {
+        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: %s is NULL",
+                                command_buffer == NULL ? "command_buffer" : "function");
+    }
+    if (num_tokens == 0) {
+        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: num_tokens is 0");
+    }
+    if (embedding_dim == 0 || embedding_dim % 32 != 0 || (uint64_t) embedding_dim * 4 > ROUTER_MAX_ROW_BYTES) {
+        return gptoss_set_error(gptoss_status_invalid_argument,
+            "gptoss_encode_router: embedding_dim %u must be a positive multiple of 32 and at most %u",
+            embedding_dim, ROUTER_MAX_ROW_BYTES / 4);
+    }
+    if (num_experts == 0 || num_experts > GPTOSS_ROUTER_MAX_EXPERTS) {
+        return gptoss_set_error(gptoss_status_invalid_argument,
+            "gptoss_encode_router: num_experts %u must be in 1..%d", num_experts, GPTOSS_ROUTER_MAX_EXPERTS);
+    }
+    if (num_active == 0 || num_active > num_experts || num_active > GPTOSS_ROUTER_MAX_ACTIVE) {
+        return gptoss_set_error(gptoss_status_invalid_argument,
+            "gptoss_encode_router: num_active %u must be in 1..min(num_experts %u, %d)",
+            num_active, num_experts, GPTOSS_ROUTER_MAX_ACTIVE);
+    }
+    if (!(epsilon >= 0.0f) || epsilon > 1.0f) {
+        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: epsilon %g is not in [0, 1]", (double) epsilon);
+    }
+    const uint64_t T = num_tokens, D = embedding_dim, E = num_experts, k = num_active;
+    enum gptoss_status status;
+    if ((status = check_tensor("residual", residual, residual_offset, T * D * 4)) != gptoss_status_success ||
+        (status = check_tensor("mlp_gain", mlp_gain, mlp_gain_offset, D * 2)) != gptoss_status_success ||
+        (status = check_tensor("gate_weight", gate_weight, gate_weight_offset, E * D * 2)) != gptoss_status_success ||
+        (status = check_tensor("gate_bias", gate_bias, gate_bias_offset, E * 2)) != gptoss_status_success ||
+        (status = check_tensor("x_norm", x_norm, x_norm_offset, T * D * 4)) != gptoss_status_success ||
+        (status = check_tensor("expert_ids", expert_ids, expert_ids_offset, T * k * 4)) != gptoss_status_success ||
+        (status = check_tensor("expert_weights", expert_weights, expert_weights_offset, T * k * 4)) != gptoss_status_success) {
+        return status;
+    }
+
+    const struct gptoss_router_args args = {
+        .num_tokens = num_tokens,
+        .embedding_dim = embedding_dim,
+        .num_experts = num_experts,
+        .num_active = num_active,
+        .epsilon = epsilon,
+    };
+    const struct gptoss_kernel_arg kernel_args[] = {
+        {.kind = gptoss_kernel_arg_bytes, .index = 0, .bytes = &args, .size = sizeof(args)},
+        {.kind = gptoss_kernel_arg_buffer, .index = 1, .buffer = residual, .offset = residual_offset},
+        {.kind = gptoss_kernel_arg_buffer, .index = 2, .buffer = mlp_gain, .offset = mlp_gain_offset},
+        {.kind = gptoss_kernel_arg_buffer, .index = 3, .buffer = gate_weight, .offset = gate_weight_offset},
+        {.kind = gptoss_kernel_arg_buffer, .index = 4, .buffer = gate_bias, .offset = gate_bias_offset},
+        {.kind = gptoss_kernel_arg_buffer, .index = 5, .buffer = x_norm, .offset = x_norm_offset},
+        {.kind = gptoss_kernel_arg_buffer, .index = 6, .buffer = expert_ids, .offset = expert_ids_offset},
+        {.kind = gptoss_kernel_arg_buffer, .index = 7, .buffer = expert_weights, .offset = expert_weights_offset},
+        {.kind = gptoss_kernel_arg_threadgroup_memory, .index = 0, .size = (size_t) D * 4},
+    };
+    /* A SIMD group per router row up to 32 SIMD groups (E = 32: one row each; E = 128: four each). */
+    const uint32_t threads = 32 * (num_experts < 32 ? num_experts : 32);
+    const struct gptoss_dispatch dispatch = {
+        .function = function,
+        .threadgroups = {num_tokens, 1, 1},
+        .threads_per_threadgroup = {threads, 1, 1},
+        .num_args = sizeof(kernel_args) / sizeof(kernel_args[0]),
+        .args = kernel_args,
+    };
+    return gptoss_command_buffer_encode(command_buffer, &dispatch);
+}
