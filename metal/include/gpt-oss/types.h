@@ -51,3 +51,14 @@ typedef struct gptoss_model* gptoss_model_t;
 
 /* The model's tokenizer. Shares the model file's mapping; reference counted. */
 typedef struct gptoss_tokenizer* gptoss_tokenizer_t;
+
+/*
+ * A context: a sequence of tokens, its KV cache and the next-token logits, on one model.
+ * Reference counted. One context must not be used from two threads at once; different contexts may
+ * share one model from different threads.
+ */
+typedef struct gptoss_context* gptoss_context_t;
+
+/* Sampling settings (temperature, top-p, penalties, seed, stop tokens, ...). Reference counted. */
+typedef struct gptoss_sampler* gptoss_sampler_t;
+
