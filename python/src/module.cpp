@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings.h"
+#include "bpe_bindings.h"
 #include "sampler_bindings.h"
 
 namespace py = pybind11;
@@ -28,6 +29,7 @@ namespace gptoss_python {
 PYBIND11_MODULE(_metal, m) {
     m.doc() = "gpt-oss-metal runtime (C library) bindings; use the gpt_oss_metal package instead.";
     gptoss_python::register_model(m);
+    gptoss_python::register_bpe(m);
     gptoss_python::register_device(m);
     gptoss_python::register_sampler(m);
 }

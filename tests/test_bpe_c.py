@@ -1,0 +1,262 @@
+"""The C BPE encoder (metal/source/bpe.c) gives exactly tiktoken's o200k_base ids.
+
+Reached through ``_metal.Tokenizer.encode_c`` and ``_metal.bpe_pretokenize`` (python/src/bpe_bindings.cpp).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+import unicodedata
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gpt_oss_metal import Model, Tokenizer, _metal, vocab
+
+O200K = vocab.O200K_PATTERN
+
+
+def random_unicode(seed: int, length: int) -> str:
+    """Code points drawn uniformly from every plane that has assigned characters (no surrogates)."""
+    rng = random.Random(seed)
+    planes = [0, 1, 2, 3, 14]
+    out = []
+    while len(out) < length:
+        cp = (rng.choice(planes) << 16) | rng.randrange(0x10000)
+        if not 0xD800 <= cp < 0xE000:
+            out.append(chr(cp))
+    return "".join(out)
+
+
+def random_assigned(seed: int, length: int) -> str:
+    """Assigned (in this Python's Unicode) characters of all kinds, with spaces and newlines mixed in."""
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < length:
+        roll = rng.random()
+        if roll < 0.15:
+            out.append(rng.choice([" ", " ", "\n", "\t", "\r\n", "  ", "'s", "'LL"]))
+            continue
+        cp = rng.randrange(0x110000) if roll < 0.4 else rng.randrange(0x3000)
+        if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) != "Cn":
+            out.append(chr(cp))
+    return "".join(out)
+
+
+CONTRACTIONS = " ".join(
+    f"{word}'{suffix}"
+    for word in ["it", "IT", "They", "we", "O"]
+    for suffix in ["s", "S", "t", "T", "re", "RE", "Re", "rE", "ve", "VE", "vE", "m", "M", "ll", "LL", "lL", "d", "D",
+                   "ſ", "x", "", "st", "rex", "s'"]
+)
+
+CORPUS = {
+    "ascii prose": "The quick brown fox jumps over the lazy dog. It wasn't me, they'd said; we'll see.",
+    "contractions": CONTRACTIONS + " 's 'S 'll' ''d don't DON'T Don'T O'Neil x'1 é's",
+    "accents": "naïve café résumé façade über Straße Ångström señor jalapeño œuvre São Paulo Kraków ÉCOLE Éa",
+    "combining marks": "e\u0301 E\u0301A a\u0308\u0304 \u0301\u0301x \u0301 \u20dd\u20dd 9\u0301 \u0915\u094d\u0937 "
+                       "Z\u0351\u0352\u0353a\u0300",
+    "cjk": "你好，世界！今天天气很好。日本語のテキストとカタカナ、ひらがな。",
+    "hangul": "한국어 문장도 있습니다. \u1100\u1161\u11a8 ㄱㄴㄷ",
+    "emoji": "👍🏽 🎉 👨‍👩‍👧‍👦 🏳️‍🌈 🧑🏿‍💻 ❤️‍🔥 🇫🇷🇯🇵 😀😃😄 1️⃣ #️⃣ 👋🏻👋🏼👋🏾",
+    "code": "def f(x):\n    if x > 0:\n        return [i ** 2 for i in range(x)]\n\treturn None\n\n\nclass A:\n    pass\n"
+            "int main(void) { return a->b[0] /* c */ // d\n}\r\n  \t  x = y;  \n",
+    "crlf": "line one\r\nline two\r\n\r\n\r\nthree\r\r\n\n\r x \r\n  \r\n y\r",
+    "whitespace": "a" + " " * 37 + "b\n\n\n\n   \n\t\t  \r\n\r\n" + " " * 200 + "\n" + "\t" * 17 + "end   ",
+    "trailing spaces": "trailing   ",
+    "unicode spaces": "a\u00a0b\u3000c\u2003\u2003d \u00a0 e\u2028f\u0085g \u200b h\u1680i\u202f",
+    "numbers": " ".join(str(10**k + 7 * k) for k in range(30)) + " 3.14159 -42 1,000,000 0x1F 1e-10 007 ²³ ١٢٣٤ ⅫⅣ",
+    "punctuation": "!!!??? ... --- *** ((( ))) {}[]<> @#$%^&*~` ''' \"\"\" ;;; ::: ,,, ___ ===>>> <<< !/\n// ?\r\n/",
+    "mixed scripts": "Hello мир 世界 مرحبا שלום नमस्ते γειά σου こんにちは 123abc٤٥٦ ǅungla ǈ ᾈ",
+    "special text": "<|start|>user<|message|>hi<|end|><|endoftext|><|channel|>final<|return|>",
+    "urls": "https://example.com/path?query=1&b=two#frag mailto:a.b@c.de C:\\Windows\\System32",
+    "random planes": random_unicode(seed=1234, length=4000),
+    "random assigned": random_assigned(seed=7, length=4000),
+    "empty": "",
+    "single space": " ",
+    "single newline": "\n",
+}
+
+
+@pytest.fixture(scope="module")
+def tiktoken_o200k() -> Iterator[object]:
+    """tiktoken's own o200k_base, loaded offline from the packaged vocabulary."""
+    import tiktoken
+
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    os.environ["TIKTOKEN_CACHE_DIR"] = vocab.tiktoken_cache_dir()
+    try:
+        yield tiktoken.get_encoding("o200k_base")
+    finally:
+        if saved is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved
+
+
+@pytest.fixture(scope="module")
+def native(tiny_model_bin: Path) -> _metal.Tokenizer:
+    return _metal.Model(str(tiny_model_bin)).tokenizer
+
+
+def reference(encoding, text: str) -> list[int]:
+    return encoding.encode(text, disallowed_special=())
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_encode_matches_tiktoken(native: _metal.Tokenizer, tiktoken_o200k, name: str) -> None:
+    text = CORPUS[name]
+    assert native.encode_c(text) == reference(tiktoken_o200k, text)
+
+
+def test_whole_corpus_and_python_tokenizer(native: _metal.Tokenizer, tiktoken_o200k, tiny_model_bin: Path) -> None:
+    text = "\n\n".join(CORPUS.values())
+    ids = native.encode_c(text)
+    assert len(ids) > 3000
+    assert ids == reference(tiktoken_o200k, text)
+    assert ids == Tokenizer(Model(tiny_model_bin)).encode(text)
+    assert native.encode_c(text.encode("utf-8")) == ids  # bytes input is the same text
+
+
+# "random planes" holds code points that Unicode 17 (the `regex` module's tables) assigned after 16.
+@pytest.mark.parametrize("name", [name for name in CORPUS if name != "random planes"])
+def test_pieces_match_regex(name: str) -> None:
+    """Piece boundaries equal the pattern's own matches (the `regex` module has tiktoken's semantics).
+
+    Stricter than comparing ids: a wrong boundary often gives the same ids (no token spans it).
+    """
+    import regex
+
+    text = CORPUS[name]
+    assert _metal.bpe_pretokenize(text) == [piece.encode() for piece in regex.findall(O200K, text)]
+
+
+def test_every_code_point_in_context(native: _metal.Tokenizer, tiktoken_o200k) -> None:
+    """All 1.1M code points, each inside words, after spaces and digits, before suffixes.
+
+    Catches any class (letter/mark/number/whitespace) that differs from tiktoken's regex tables,
+    e.g. a Unicode version mismatch (Python 3.11's unicodedata is 14.0; tiktoken's is 16.0).
+    """
+    assert _metal.BPE_UNICODE_VERSION == "16.0.0"
+    mismatched_blocks = []
+    code_points = [cp for cp in range(0x110000) if not 0xD800 <= cp < 0xE000]
+    step = 1 << 14
+    for start in range(0, len(code_points), step):
+        text = "".join(f"a{c}{c}b {c}1'S{c}é {c}.A{c}\t{c} " for c in map(chr, code_points[start:start + step]))
+        if native.encode_c(text) != reference(tiktoken_o200k, text):
+            mismatched_blocks.append(hex(code_points[start]))
+    assert mismatched_blocks == []
+
+
+@pytest.mark.parametrize("text", [
+    "a" * 10000, " " * 10000, "!" * 10000, "\n" * 5000, "ab" * 5000, "é" * 4000, "1" * 9999, " \t" * 3000,
+    "x" + " " * 10000 + "y", "A" * 5000 + "b", "\u0301" * 3000, "👍🏽" * 2000,
+])
+def test_long_runs(native: _metal.Tokenizer, tiktoken_o200k, text: str) -> None:
+    """Long single pieces take the O(n log n) merge path and still match tiktoken's merge order."""
+    assert native.encode_c(text) == reference(tiktoken_o200k, text)
+
+
+def test_pieces_around_the_small_merge_limit(native: _metal.Tokenizer, tiktoken_o200k) -> None:
+    """Random words of 2..400 letters: both merge paths (<= 128 bytes and longer) agree with tiktoken."""
+    rng = random.Random(3)
+    alphabet = "abcdefghijklmnopqrstuvwxyzéüаб"
+    for length in [*range(2, 20), 100, 127, 128, 129, 130, 200, 400] * 5:
+        word = "".join(rng.choice(alphabet) for _ in range(length))
+        assert native.encode_c(word) == reference(tiktoken_o200k, word), word
+
+
+INVALID_UTF8 = [
+    b"\xff", b"\x80", b"abc\xffdef", b"\xc3", b"caf\xc3", b"\xc0\xaf", b"\xe0\x80\xaf", b"\xed\xa0\x80",
+    b"\xf4\x90\x80\x80", b"\xf5\x80", b"\xe2\x82", b"\xe2\x82a", b" \xff\xfe\xfd x", b"it\xff's",
+    b"\xf0\x9f\x91", b"\xf0\x9f\x91\x8d\xff\xf0\x9f", b"  \xff  \n\xff\r\n", b"\x00\x01 abc\x00",
+    b"\x80" * 1000, b"a\xe9b c\xe9d", bytes(range(256)) * 4,
+]
+
+
+@pytest.mark.parametrize("data", INVALID_UTF8, ids=range(len(INVALID_UTF8)))
+def test_invalid_utf8(native: _metal.Tokenizer, data: bytes) -> None:
+    """Each byte outside a well-formed sequence is one 'other' character: pieces as the pattern
+    gives for that text with U+0378 (unassigned: 'other') in its place; ids decode to the input."""
+    import regex
+
+    ids = native.encode_c(data)
+    assert all(0 <= i < native.num_text_tokens for i in ids)
+    assert b"".join(native.decode(i) for i in ids) == data
+
+    escaped = data.decode("utf-8", errors="surrogateescape")  # one lone surrogate per invalid byte
+    placeholder = "".join("\u0378" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in escaped)
+    expected, pos = [], 0
+    for piece in regex.findall(O200K, placeholder):
+        expected.append(escaped[pos:pos + len(piece)].encode("utf-8", errors="surrogateescape"))
+        pos += len(piece)
+    assert _metal.bpe_pretokenize(data) == expected
+
+
+def test_valid_bytes_equal_str(native: _metal.Tokenizer) -> None:
+    text = CORPUS["random assigned"]
+    assert native.encode_c(text.encode()) == native.encode_c(text)
+
+
+def test_argument_errors(native: _metal.Tokenizer) -> None:
+    with pytest.raises(TypeError):
+        native.encode_c(123)  # type: ignore[arg-type]
+    with pytest.raises(UnicodeEncodeError):
+        native.encode_c("lone \ud800 surrogate")
+    assert native.encode_c("") == []
+    assert native.encode_c(b"") == []
+
+
+def test_threads_share_one_index(tiny_model_bin: Path, tiktoken_o200k) -> None:
+    """First use from several threads at once (the GIL is released): the index is built safely."""
+    tokenizer = _metal.Model(str(tiny_model_bin)).tokenizer
+    text = CORPUS["random assigned"] + CORPUS["code"]
+    expected = reference(tiktoken_o200k, text)
+    results: list[list[int]] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        ids = tokenizer.encode_c(text)
+        with lock:
+            results.append(ids)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and all(ids == expected for ids in results)
+
+
+def test_one_megabyte(native: _metal.Tokenizer, tiktoken_o200k) -> None:
+    """1 MB of mixed text: same ids; time reported next to tiktoken's."""
+    block = (Path(__file__).read_text() + "".join(CORPUS.values()))
+    text = (block * (1_000_000 // len(block) + 1))[:1_000_000]
+    native.encode_c("warm up: builds the rank index")
+    start = time.perf_counter()
+    ids = native.encode_c(text)
+    c_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    expected = reference(tiktoken_o200k, text)
+    tiktoken_seconds = time.perf_counter() - start
+    print(f"\n1 MB: C encoder {c_seconds:.3f} s, tiktoken {tiktoken_seconds:.3f} s, {len(ids)} tokens")
+    assert ids == expected
+    # Linear work; a generous bound (shared 2-core machine) that an O(n^2) path would still break.
+    assert c_seconds < 10 * tiktoken_seconds + 0.5
+
+
+def test_random_bytes_never_crash(native: _metal.Tokenizer) -> None:
+    """Random byte strings (valid fragments, broken sequences, controls): pieces tile the input and
+    the ids decode back to it."""
+    rng = random.Random(11)
+    fragments = [b"a", b"Z", b" ", b"\n", b"\r", b"'", b"s", b"1", b"\xc3\xa9", b"\xe4\xbd\xa0", b"\xf0\x9f\x91\x8d",
+                 b"\xcc\x81", b"\xe2\x80\x8d", b"\xc3", b"\x80", b"\xff", b"\xed\xa0\x80", b"\xf4\x90", b"\x00", b"/"]
+    for _ in range(300):
+        data = b"".join(rng.choice(fragments) for _ in range(rng.randrange(1, 60)))
+        pieces = _metal.bpe_pretokenize(data)
+        assert all(pieces) and b"".join(pieces) == data
+        assert b"".join(native.decode(i) for i in native.encode_c(data)) == data
