@@ -6,11 +6,18 @@ write, so they are built once per test session.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
+
 from gpt_oss_metal.testing.checkpoints import LAYOUTS, write_checkpoint
+
+# Shared test helpers (text_corpus.py) are imported as plain modules from this directory.
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +43,21 @@ def vocab() -> tuple[bytes, ...]:
     from gpt_oss_metal.vocab import token_bytes_by_rank
 
     return token_bytes_by_rank()
+
+
+@pytest.fixture(scope="session")
+def tiktoken_o200k() -> Iterator[object]:
+    """tiktoken's own o200k_base, loaded offline from the packaged vocabulary."""
+    import tiktoken
+
+    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
+    from gpt_oss_metal.vocab import tiktoken_cache_dir
+
+    os.environ["TIKTOKEN_CACHE_DIR"] = tiktoken_cache_dir()
+    try:
+        yield tiktoken.get_encoding("o200k_base")
+    finally:
+        if saved is None:
+            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
+        else:
+            os.environ["TIKTOKEN_CACHE_DIR"] = saved

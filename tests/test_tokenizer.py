@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import random
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from gpt_oss_metal import InvalidArgumentError, Model, Tokenizer, vocab
+
+from text_corpus import CORPUS
 
 HARMONY_TOKENS = {
     "<|return|>": 200002,
@@ -20,53 +19,6 @@ HARMONY_TOKENS = {
     "<|message|>": 200008,
     "<|call|>": 200012,
 }
-
-
-def pseudo_random_unicode(seed: int, length: int) -> str:
-    """Characters drawn from many scripts and planes (no surrogates), deterministic per seed."""
-    rng = random.Random(seed)
-    ranges = [
-        (0x20, 0x7E), (0x09, 0x0D), (0xA0, 0x24F), (0x370, 0x3FF), (0x400, 0x4FF), (0x590, 0x6FF),
-        (0x900, 0x97F), (0xE00, 0xE7F), (0x1100, 0x11FF), (0x3040, 0x30FF), (0x4E00, 0x9FFF),
-        (0xAC00, 0xD7A3), (0xFE00, 0xFE0F), (0x1F300, 0x1FAFF), (0x200B, 0x200D), (0x10000, 0x1007F),
-    ]
-    return "".join(chr(rng.randint(*rng.choice(ranges))) for _ in range(length))
-
-
-CORPUS = {
-    "ascii prose": "The quick brown fox jumps over the lazy dog. It wasn't me, they'd said; we'll see what you've done.",
-    "contractions": "I'm sure you're right, she's gone, they've left, I'll go, he'd know, it's THEY'RE and WE'LL.",
-    "accents": "naïve café résumé façade über Straße Ångström señor jalapeño œuvre São Paulo Kraków",
-    "cjk": "你好，世界！今天天气很好。日本語のテキストとカタカナ、ひらがな。한국어 문장도 있습니다.",
-    "emoji": "👍🏽 🎉 👨‍👩‍👧‍👦 🏳️‍🌈 🧑🏿‍💻 ❤️‍🔥 🇫🇷🇯🇵 😀😃😄 1️⃣ #️⃣",
-    "code": "def f(x):\n    if x > 0:\n        return [i ** 2 for i in range(x)]\n\treturn None\n\n\nclass A:\n    pass\n",
-    "whitespace": "a" + " " * 37 + "b\n\n\n\n   \n\t\t  \r\n\r\n" + " " * 200 + "\n" + "\t" * 17 + "end   ",
-    "numbers": " ".join(str(10**k + 7 * k) for k in range(30)) + " 3.14159 -42 1,000,000 0x1F 1e-10 007",
-    "mixed scripts": "Hello мир 世界 مرحبا שלום नमस्ते γειά σου こんにちは 123abc٤٥٦",
-    "punctuation": "!!!??? ... --- *** ((( ))) {}[]<> @#$%^&*~` ''' \"\"\" ;;; ::: ,,, ___ ===>>> <<<",
-    "special text": "<|start|>user<|message|>hi<|end|><|endoftext|><|channel|>final<|return|>",
-    "urls": "https://example.com/path?query=1&b=two#frag mailto:a.b@c.de C:\\Windows\\System32",
-    "random unicode": pseudo_random_unicode(seed=1234, length=3000),
-    "random bmp": pseudo_random_unicode(seed=99, length=1500),
-    "empty": "",
-    "single space": " ",
-}
-
-
-@pytest.fixture(scope="module")
-def tiktoken_o200k() -> Iterator[object]:
-    """tiktoken's own o200k_base, loaded offline from the packaged vocabulary."""
-    import tiktoken
-
-    saved = os.environ.get("TIKTOKEN_CACHE_DIR")
-    os.environ["TIKTOKEN_CACHE_DIR"] = vocab.tiktoken_cache_dir()
-    try:
-        yield tiktoken.get_encoding("o200k_base")
-    finally:
-        if saved is None:
-            os.environ.pop("TIKTOKEN_CACHE_DIR", None)
-        else:
-            os.environ["TIKTOKEN_CACHE_DIR"] = saved
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +59,7 @@ def test_encode_is_not_greedy_longest_match(tokenizer: Tokenizer, tiktoken_o200k
             i = j
         return out
 
-    words = [w for w in CORPUS["random unicode"].split() if w]
+    words = [w for w in CORPUS["random scripts"].split() if w]
     differing = [w for w in words if greedy(w.encode()) != tiktoken_o200k.encode(w)]
     assert differing, "corpus too easy: greedy matching agrees with BPE everywhere"
     for word in differing:
