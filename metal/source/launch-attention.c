@@ -1,12 +1,12 @@
 /* Launch wrapper of the attention kernels (kernels/attention.metal); see internal/kernels-attention.h. */
 #include <stddef.h>
 #include <stdint.h>
-#include <string.h>
 
 #include "internal/device.h"
 #include "internal/error.h"
 #include "internal/kernel-args.h"
 #include "internal/kernels-attention.h"
+#include "internal/launch-common.h"
 
 #define ATTENTION_DECODE_THREADS 128u
 #define ATTENTION_PREFILL_THREADS 128u
@@ -16,7 +16,7 @@
 
 /* Decode splits for a query seeing `keys` keys: enough to spread long contexts over many threadgroups. */
 static uint32_t decode_splits(uint32_t keys) {
-    uint32_t splits = (keys + GPTOSS_ATTENTION_KEYS_PER_SPLIT - 1) / GPTOSS_ATTENTION_KEYS_PER_SPLIT;
+    uint32_t splits = gptoss_launch_ceil_div(keys, GPTOSS_ATTENTION_KEYS_PER_SPLIT);
     if (splits < 1) {
         splits = 1;
     }
@@ -34,59 +34,12 @@ size_t gptoss_attention_scratch_size(uint32_t num_tokens, uint32_t num_q_heads, 
     return (size_t) num_tokens * num_q_heads * splits * ATTENTION_PARTIAL_FLOATS * sizeof(float);
 }
 
+static const char wrapper[] = "gptoss_encode_attention";
+
 static enum gptoss_status check_tensor(
     const char* what, const struct gptoss_buffer* buffer, size_t offset, size_t alignment, uint64_t bytes)
 {
-    if (buffer == NULL || buffer->ptr == NULL) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_attention: %s buffer is NULL", what);
-    }
-    if (offset % alignment != 0) {
-        return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_encode_attention: %s offset %zu is not a multiple of %zu", what, offset, alignment);
-    }
-    if (offset > buffer->size || bytes > buffer->size - offset) {
-        return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_encode_attention: %s needs %llu bytes at offset %zu but the buffer holds %zu bytes",
-            what, (unsigned long long) bytes, offset, buffer->size);
-    }
-    return gptoss_status_success;
-}
-
-/* Element size of the KV cache a decode/prefill kernel reads (from its name suffix), 0 if not an attention kernel. */
-static size_t kv_element_size(const struct gptoss_function* function, const char* prefix) {
-    const char* name = gptoss_function_get_name(function);
-    const size_t n = strlen(prefix);
-    if (name == NULL || strncmp(name, prefix, n) != 0) {
-        return 0;
-    }
-    if (strcmp(name + n, "f16") == 0) {
-        return 2;
-    }
-    return strcmp(name + n, "f32") == 0 ? 4 : 0;
-}
-
-static enum gptoss_status encode(
-    struct gptoss_command_buffer* command_buffer, const struct gptoss_function* function,
-    uint32_t gx, uint32_t gy, uint32_t gz, uint32_t threads,
-    const struct gptoss_attention_args* args, const struct gptoss_kernel_arg* buffers, size_t num_buffers)
-{
-    struct gptoss_kernel_arg bound[8];
-    bound[0] = (struct gptoss_kernel_arg) {.kind = gptoss_kernel_arg_bytes, .index = 0, .bytes = args, .size = sizeof(*args)};
-    for (size_t i = 0; i < num_buffers; i++) {
-        bound[i + 1] = buffers[i];
-    }
-    const struct gptoss_dispatch dispatch = {
-        .function = function,
-        .threadgroups = {gx, gy, gz},
-        .threads_per_threadgroup = {threads, 1, 1},
-        .num_args = num_buffers + 1,
-        .args = bound,
-    };
-    return gptoss_command_buffer_encode(command_buffer, &dispatch);
-}
-
-static struct gptoss_kernel_arg buffer_arg(uint32_t index, const struct gptoss_buffer* buffer, size_t offset) {
-    return (struct gptoss_kernel_arg) {.kind = gptoss_kernel_arg_buffer, .index = index, .buffer = buffer, .offset = offset};
+    return gptoss_launch_check_tensor(wrapper, what, buffer, offset, alignment, bytes);
 }
 
 enum gptoss_status gptoss_encode_attention(
@@ -106,12 +59,13 @@ enum gptoss_status gptoss_encode_attention(
     }
     const bool prefill = num_tokens >= GPTOSS_ATTENTION_PREFILL_MIN_TOKENS;
     const struct gptoss_function* main_function = prefill ? functions->prefill : functions->decode;
-    const size_t kv_size = main_function == NULL ? 0
-        : kv_element_size(main_function, prefill ? "gptoss_attention_prefill_" : "gptoss_attention_decode_");
+    const size_t kv_size =
+        gptoss_launch_kv_element_size(main_function,
+                                      prefill ? "gptoss_attention_prefill_f" : "gptoss_attention_decode_f");
     if (kv_size == 0) {
         return gptoss_set_error(gptoss_status_invalid_argument,
             "gptoss_encode_attention: functions->%s is %s, not a gptoss_attention_%s_{f16,f32} kernel",
-            prefill ? "prefill" : "decode", main_function == NULL ? "NULL" : gptoss_function_get_name(main_function),
+            prefill ? "prefill" : "decode", gptoss_launch_function_name(main_function),
             prefill ? "prefill" : "decode");
     }
     if (num_tokens == 0) {
@@ -135,8 +89,8 @@ enum gptoss_status gptoss_encode_attention(
             first_key, last_position, batch_keys, num_slots);
     }
     const uint64_t D = GPTOSS_ATTENTION_HEAD_DIM;
-    const uint64_t q_bytes = (uint64_t) num_tokens * num_q_heads * D * sizeof(float);
-    const uint64_t cache_bytes = (uint64_t) num_slots * num_kv_heads * D * kv_size;
+    const uint64_t q_bytes = GPTOSS_LAUNCH_BYTES(num_tokens, num_q_heads, D, sizeof(float));
+    const uint64_t cache_bytes = GPTOSS_LAUNCH_BYTES(num_slots, num_kv_heads, D, kv_size);
     enum gptoss_status status;
     if ((status = check_tensor("q", q, q_offset, 16, q_bytes)) != gptoss_status_success ||
         (status = check_tensor("k_cache", k_cache, k_cache_offset, 16, cache_bytes)) != gptoss_status_success ||
@@ -149,7 +103,7 @@ enum gptoss_status gptoss_encode_attention(
     /* The longest key range of any query in the batch (the last query's). */
     const uint32_t max_keys = (window != 0 && last_position + 1 > window) ? window : last_position + 1;
     const uint32_t splits = prefill ? 1 : decode_splits(max_keys);
-    const uint32_t per_split = (max_keys + splits - 1) / splits;
+    const uint32_t per_split = gptoss_launch_ceil_div(max_keys, splits);
     struct gptoss_attention_args args = {
         .num_tokens = num_tokens,
         .first_position = first_position,
@@ -158,37 +112,41 @@ enum gptoss_status gptoss_encode_attention(
         .window = window,
         .num_slots = num_slots,
         .num_splits = splits,
-        .keys_per_split = (per_split + ATTENTION_SPLIT_GRANULE - 1) / ATTENTION_SPLIT_GRANULE * ATTENTION_SPLIT_GRANULE,
+        .keys_per_split = gptoss_launch_ceil_div(per_split, ATTENTION_SPLIT_GRANULE) * ATTENTION_SPLIT_GRANULE,
     };
     struct gptoss_kernel_arg buffers[6] = {
-        buffer_arg(1, q, q_offset), buffer_arg(2, k_cache, k_cache_offset), buffer_arg(3, v_cache, v_cache_offset),
-        buffer_arg(4, sinks, sinks_offset), buffer_arg(5, attn, attn_offset),
-        buffer_arg(6, attn, attn_offset),   /* partials: unused with one split, bound to a valid buffer */
+        gptoss_launch_buffer_arg(1, q, q_offset), gptoss_launch_buffer_arg(2, k_cache, k_cache_offset),
+        gptoss_launch_buffer_arg(3, v_cache, v_cache_offset),
+        gptoss_launch_buffer_arg(4, sinks, sinks_offset), gptoss_launch_buffer_arg(5, attn, attn_offset),
+        gptoss_launch_buffer_arg(6, attn, attn_offset),   /* partials: unused with one split, bound to a valid buffer */
     };
     if (prefill) {
-        const uint32_t tiles = (num_tokens + ATTENTION_PREFILL_TOKENS - 1) / ATTENTION_PREFILL_TOKENS;
-        return encode(command_buffer, functions->prefill, num_kv_heads, tiles, 1, ATTENTION_PREFILL_THREADS,
-                      &args, buffers, 5);
+        const uint32_t tiles = gptoss_launch_ceil_div(num_tokens, ATTENTION_PREFILL_TOKENS);
+        return gptoss_launch_encode(wrapper, command_buffer, functions->prefill, num_kv_heads, tiles, 1,
+                                    ATTENTION_PREFILL_THREADS, &args, sizeof(args), buffers, 5);
     }
     if (splits == 1) {
-        return encode(command_buffer, functions->decode, num_kv_heads, num_tokens, 1, ATTENTION_DECODE_THREADS,
-                      &args, buffers, 6);
+        return gptoss_launch_encode(wrapper, command_buffer, functions->decode, num_kv_heads, num_tokens, 1,
+                                    ATTENTION_DECODE_THREADS, &args, sizeof(args), buffers, 6);
     }
-    if (functions->combine == NULL || strcmp(gptoss_function_get_name(functions->combine), "gptoss_attention_combine") != 0) {
+    if (!gptoss_launch_function_is(functions->combine, "gptoss_attention_combine")) {
         return gptoss_set_error(gptoss_status_invalid_argument,
             "gptoss_encode_attention: %u keys need %u splits but functions->combine is not gptoss_attention_combine",
             max_keys, splits);
     }
-    const uint64_t scratch_bytes = (uint64_t) num_tokens * num_q_heads * splits * ATTENTION_PARTIAL_FLOATS * sizeof(float);
+    const uint64_t scratch_bytes = GPTOSS_LAUNCH_BYTES(num_tokens, num_q_heads, splits, ATTENTION_PARTIAL_FLOATS,
+                                                       sizeof(float));
     if ((status = check_tensor("scratch", scratch, scratch_offset, 16, scratch_bytes)) != gptoss_status_success) {
         return status;
     }
-    buffers[5] = buffer_arg(6, scratch, scratch_offset);
-    if ((status = encode(command_buffer, functions->decode, num_kv_heads, num_tokens, splits, ATTENTION_DECODE_THREADS,
-                         &args, buffers, 6)) != gptoss_status_success) {
+    buffers[5] = gptoss_launch_buffer_arg(6, scratch, scratch_offset);
+    if ((status = gptoss_launch_encode(wrapper, command_buffer, functions->decode, num_kv_heads, num_tokens, splits,
+                                       ATTENTION_DECODE_THREADS, &args, sizeof(args), buffers,
+                                       6)) != gptoss_status_success) {
         return status;
     }
-    const struct gptoss_kernel_arg combine_buffers[2] = {buffer_arg(1, scratch, scratch_offset), buffer_arg(2, attn, attn_offset)};
-    return encode(command_buffer, functions->combine, num_q_heads, num_tokens, 1, GPTOSS_ATTENTION_HEAD_DIM,
-                  &args, combine_buffers, 2);
+    const struct gptoss_kernel_arg combine_buffers[2] = {gptoss_launch_buffer_arg(1, scratch,
+            scratch_offset), gptoss_launch_buffer_arg(2, attn, attn_offset)};
+    return gptoss_launch_encode(wrapper, command_buffer, functions->combine, num_q_heads, num_tokens, 1,
+                                GPTOSS_ATTENTION_HEAD_DIM, &args, sizeof(args), combine_buffers, 2);
 }

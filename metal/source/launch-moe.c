@@ -6,16 +6,15 @@
 #include "internal/error.h"
 #include "internal/kernel-args.h"
 #include "internal/kernels-moe.h"
+#include "internal/launch-common.h"
 
 #define MOE_DECODE_SIMDGROUPS 8      /* rows (activations / output features) per decode threadgroup */
 #define MOE_PREFILL_THREADS 128      /* 4 SIMD groups x 8 rows of a 32-row tile */
 #define MOE_PREFILL_TILE_COLUMNS 32  /* activations (mlp1) or output features (mlp2) per threadgroup */
 #define MOE_SCATTER_THREADS 1024
 #define MOE_GATHER_THREADS 256
-
-static uint64_t align16(uint64_t x) {
-    return (x + 15) & ~(uint64_t) 15;
-}
+/* Largest embedding_dim x mlp_dim: an expert takes about 2.1 D I bytes, so 256 experts stay below 2^58. */
+#define MOE_MAX_DIM_PRODUCT (UINT64_C(1) << 48)
 
 enum gptoss_status gptoss_moe_expert_layout(
     uint32_t embedding_dim, uint32_t mlp_dim, struct gptoss_moe_expert_layout* layout_out)
@@ -23,19 +22,20 @@ enum gptoss_status gptoss_moe_expert_layout(
     if (layout_out == NULL) {
         return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_moe_expert_layout: layout_out is NULL");
     }
-    if (embedding_dim == 0 || embedding_dim % 32 != 0 || mlp_dim == 0 || mlp_dim % 32 != 0) {
+    if (embedding_dim == 0 || embedding_dim % 32 != 0 || mlp_dim == 0 || mlp_dim % 32 != 0 ||
+        (uint64_t) embedding_dim * mlp_dim > MOE_MAX_DIM_PRODUCT) {
         return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_moe_expert_layout: embedding_dim %u and mlp_dim %u must be positive multiples of 32",
-            embedding_dim, mlp_dim);
+            "gptoss_moe_expert_layout: embedding_dim %u and mlp_dim %u must be positive multiples of 32 "
+            "with a product of at most 2^48", embedding_dim, mlp_dim);
     }
     const uint64_t D = embedding_dim, I = mlp_dim;
     uint64_t offset = 0;
-    layout_out->mlp1_blocks_offset = offset; offset += align16(2 * I * (D / 32) * 16);
-    layout_out->mlp1_scales_offset = offset; offset += align16(2 * I * (D / 32));
-    layout_out->mlp1_bias_offset = offset;   offset += align16(2 * I * 2);
-    layout_out->mlp2_blocks_offset = offset; offset += align16(D * (I / 32) * 16);
-    layout_out->mlp2_scales_offset = offset; offset += align16(D * (I / 32));
-    layout_out->mlp2_bias_offset = offset;   offset += align16(D * 2);
+    layout_out->mlp1_blocks_offset = offset; offset += gptoss_launch_align_up(2 * I * (D / 32) * 16, 16);
+    layout_out->mlp1_scales_offset = offset; offset += gptoss_launch_align_up(2 * I * (D / 32), 16);
+    layout_out->mlp1_bias_offset = offset;   offset += gptoss_launch_align_up(2 * I * 2, 16);
+    layout_out->mlp2_blocks_offset = offset; offset += gptoss_launch_align_up(D * (I / 32) * 16, 16);
+    layout_out->mlp2_scales_offset = offset; offset += gptoss_launch_align_up(D * (I / 32), 16);
+    layout_out->mlp2_bias_offset = offset;   offset += gptoss_launch_align_up(D * 2, 16);
     layout_out->expert_size = offset;
     return gptoss_status_success;
 }
@@ -46,33 +46,22 @@ uint32_t gptoss_moe_prefill_max_row_tiles(uint32_t num_tokens, uint32_t num_expe
     return tiles > UINT32_MAX ? UINT32_MAX : (uint32_t) tiles;
 }
 
+/* Every MoE tensor is 16-byte aligned (the kernels read 16-byte vectors and MXFP4 blocks). */
 static enum gptoss_status check_tensor(const char* kernel, const char* what, const struct gptoss_buffer* buffer,
                                        size_t offset, uint64_t bytes)
 {
-    if (buffer == NULL || buffer->ptr == NULL) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "%s: %s buffer is NULL", kernel, what);
-    }
-    if (offset % 16 != 0) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "%s: %s offset %zu is not a multiple of 16", kernel, what, offset);
-    }
-    if (offset > buffer->size || bytes > buffer->size - offset) {
-        return gptoss_set_error(gptoss_status_invalid_argument,
-            "%s: %s needs %llu bytes at offset %zu but the buffer holds %zu bytes",
-            kernel, what, (unsigned long long) bytes, offset, buffer->size);
-    }
-    return gptoss_status_success;
+    return gptoss_launch_check_tensor(kernel, what, buffer, offset, 16, bytes);
 }
 
-/* Validates the common shape arguments and fills args (expert layout included). */
+/* Validates the command buffer, the function (the kernel named expected) and the common shape arguments,
+ * and fills args (expert layout included). */
 static enum gptoss_status fill_moe_args(
     const char* kernel, struct gptoss_command_buffer* command_buffer, const struct gptoss_function* function,
+    const char* expected,
     uint32_t num_tokens, uint32_t embedding_dim, uint32_t mlp_dim, uint32_t num_experts, uint32_t num_active,
     float swiglu_limit, struct gptoss_moe_args* args)
 {
-    if (command_buffer == NULL || function == NULL) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "%s: %s is NULL", kernel,
-                                command_buffer == NULL ? "command_buffer" : "function");
-    }
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_check_target(kernel, command_buffer, function, expected));
     if (num_tokens == 0) {
         return gptoss_set_error(gptoss_status_invalid_argument, "%s: num_tokens is 0", kernel);
     }
@@ -91,7 +80,8 @@ static enum gptoss_status fill_moe_args(
     struct gptoss_moe_expert_layout layout;
     if (gptoss_moe_expert_layout(embedding_dim, mlp_dim, &layout) != gptoss_status_success) {
         return gptoss_set_error(gptoss_status_invalid_argument,
-            "%s: embedding_dim %u and mlp_dim %u must be positive multiples of 32", kernel, embedding_dim, mlp_dim);
+            "%s: embedding_dim %u and mlp_dim %u must be positive multiples of 32 with a product of at most 2^48",
+            kernel, embedding_dim, mlp_dim);
     }
     *args = (struct gptoss_moe_args) {
         .expert_size = layout.expert_size,
@@ -112,29 +102,6 @@ static enum gptoss_status fill_moe_args(
     return gptoss_status_success;
 }
 
-static enum gptoss_status encode(const struct gptoss_function* function, struct gptoss_command_buffer* command_buffer,
-                                 const struct gptoss_moe_args* args, const struct gptoss_kernel_arg* buffers,
-                                 size_t num_buffers, uint32_t gx, uint32_t gy, uint32_t gz, uint32_t threads)
-{
-    struct gptoss_kernel_arg kernel_args[8];
-    kernel_args[0] = (struct gptoss_kernel_arg) {
-        .kind = gptoss_kernel_arg_bytes, .index = 0, .bytes = args, .size = sizeof(*args)};
-    for (size_t i = 0; i < num_buffers; i++) {
-        kernel_args[i + 1] = buffers[i];
-    }
-    const struct gptoss_dispatch dispatch = {
-        .function = function,
-        .threadgroups = {gx, gy, gz},
-        .threads_per_threadgroup = {threads, 1, 1},
-        .num_args = num_buffers + 1,
-        .args = kernel_args,
-    };
-    return gptoss_command_buffer_encode(command_buffer, &dispatch);
-}
-
-#define BUFFER_ARG(i, b, o) {.kind = gptoss_kernel_arg_buffer, .index = (i), .buffer = (b), .offset = (o)}
-#define CHECK(expr) do { const enum gptoss_status s_ = (expr); if (s_ != gptoss_status_success) return s_; } while (0)
-
 enum gptoss_status gptoss_encode_moe_mlp1_swiglu_decode(
     struct gptoss_command_buffer* command_buffer, const struct gptoss_function* function,
     const struct gptoss_buffer* x_norm, size_t x_norm_offset,
@@ -146,20 +113,22 @@ enum gptoss_status gptoss_encode_moe_mlp1_swiglu_decode(
 {
     static const char kernel[] = "gptoss_encode_moe_mlp1_swiglu_decode";
     struct gptoss_moe_args args;
-    CHECK(fill_moe_args(kernel, command_buffer, function, num_tokens, embedding_dim, mlp_dim, num_experts, num_active,
-                        swiglu_limit, &args));
+    GPTOSS_LAUNCH_CHECK(fill_moe_args(kernel, command_buffer, function, "gptoss_moe_mlp1_swiglu_decode", num_tokens,
+                                      embedding_dim, mlp_dim, num_experts, num_active, swiglu_limit, &args));
     const uint64_t T = num_tokens, D = embedding_dim, I = mlp_dim, k = num_active;
-    CHECK(check_tensor(kernel, "x_norm", x_norm, x_norm_offset, T * D * 4));
-    CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset, args.expert_size * num_experts));
-    CHECK(check_tensor(kernel, "act", act, act_offset, T * k * I * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "x_norm", x_norm, x_norm_offset, GPTOSS_LAUNCH_BYTES(T, D, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset,
+                                     GPTOSS_LAUNCH_BYTES(args.expert_size, num_experts)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "act", act, act_offset, GPTOSS_LAUNCH_BYTES(T, k, I, 4)));
     const struct gptoss_kernel_arg buffers[] = {
-        BUFFER_ARG(1, x_norm, x_norm_offset), BUFFER_ARG(2, expert_ids, expert_ids_offset),
-        BUFFER_ARG(3, moe_weights, moe_section_offset), BUFFER_ARG(4, act, act_offset),
+        gptoss_launch_buffer_arg(1, x_norm, x_norm_offset), gptoss_launch_buffer_arg(2, expert_ids, expert_ids_offset),
+        gptoss_launch_buffer_arg(3, moe_weights, moe_section_offset), gptoss_launch_buffer_arg(4, act, act_offset),
     };
-    return encode(function, command_buffer, &args, buffers, 4,
-                  (mlp_dim + MOE_DECODE_SIMDGROUPS - 1) / MOE_DECODE_SIMDGROUPS, num_active, num_tokens,
-                  32 * MOE_DECODE_SIMDGROUPS);
+    return gptoss_launch_encode(kernel, command_buffer, function,
+                                gptoss_launch_ceil_div(mlp_dim, MOE_DECODE_SIMDGROUPS), num_active, num_tokens,
+                                32 * MOE_DECODE_SIMDGROUPS, &args, sizeof(args), buffers, 4);
 }
 
 enum gptoss_status gptoss_encode_moe_mlp2_accumulate_decode(
@@ -173,22 +142,26 @@ enum gptoss_status gptoss_encode_moe_mlp2_accumulate_decode(
 {
     static const char kernel[] = "gptoss_encode_moe_mlp2_accumulate_decode";
     struct gptoss_moe_args args;
-    CHECK(fill_moe_args(kernel, command_buffer, function, num_tokens, embedding_dim, mlp_dim, num_experts, num_active,
-                        1.0f, &args));
+    GPTOSS_LAUNCH_CHECK(fill_moe_args(kernel, command_buffer, function, "gptoss_moe_mlp2_accumulate_decode", num_tokens,
+                                      embedding_dim, mlp_dim, num_experts, num_active, 1.0f, &args));
     const uint64_t T = num_tokens, D = embedding_dim, I = mlp_dim, k = num_active;
-    CHECK(check_tensor(kernel, "act", act, act_offset, T * k * I * 4));
-    CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "expert_weights", expert_weights, expert_weights_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset, args.expert_size * num_experts));
-    CHECK(check_tensor(kernel, "residual", residual, residual_offset, T * D * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "act", act, act_offset, GPTOSS_LAUNCH_BYTES(T, k, I, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_weights", expert_weights, expert_weights_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset,
+                                     GPTOSS_LAUNCH_BYTES(args.expert_size, num_experts)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "residual", residual, residual_offset, GPTOSS_LAUNCH_BYTES(T, D, 4)));
     const struct gptoss_kernel_arg buffers[] = {
-        BUFFER_ARG(1, act, act_offset), BUFFER_ARG(2, expert_ids, expert_ids_offset),
-        BUFFER_ARG(3, expert_weights, expert_weights_offset), BUFFER_ARG(4, moe_weights, moe_section_offset),
-        BUFFER_ARG(5, residual, residual_offset),
+        gptoss_launch_buffer_arg(1, act, act_offset), gptoss_launch_buffer_arg(2, expert_ids, expert_ids_offset),
+        gptoss_launch_buffer_arg(3, expert_weights, expert_weights_offset),
+        gptoss_launch_buffer_arg(4, moe_weights, moe_section_offset),
+        gptoss_launch_buffer_arg(5, residual, residual_offset),
     };
-    return encode(function, command_buffer, &args, buffers, 5,
-                  (embedding_dim + MOE_DECODE_SIMDGROUPS - 1) / MOE_DECODE_SIMDGROUPS, num_tokens, 1,
-                  32 * MOE_DECODE_SIMDGROUPS);
+    return gptoss_launch_encode(kernel, command_buffer, function,
+                                gptoss_launch_ceil_div(embedding_dim, MOE_DECODE_SIMDGROUPS), num_tokens, 1,
+                                32 * MOE_DECODE_SIMDGROUPS, &args, sizeof(args), buffers, 5);
 }
 
 enum gptoss_status gptoss_encode_moe_scatter(
@@ -200,16 +173,19 @@ enum gptoss_status gptoss_encode_moe_scatter(
 {
     static const char kernel[] = "gptoss_encode_moe_scatter";
     struct gptoss_moe_args args;
-    CHECK(fill_moe_args(kernel, command_buffer, function, num_tokens, 32, 32, num_experts, num_active, 1.0f, &args));
+    GPTOSS_LAUNCH_CHECK(fill_moe_args(kernel, command_buffer, function, "gptoss_moe_scatter", num_tokens, 32, 32,
+                                      num_experts, num_active, 1.0f, &args));
     const uint64_t T = num_tokens, E = num_experts, k = num_active;
-    CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "plan", plan, plan_offset, 2 * (E + 1) * 4));
-    CHECK(check_tensor(kernel, "row_pairs", row_pairs, row_pairs_offset, T * k * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "plan", plan, plan_offset, 2 * (E + 1) * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "row_pairs", row_pairs, row_pairs_offset, GPTOSS_LAUNCH_BYTES(T, k, 4)));
     const struct gptoss_kernel_arg buffers[] = {
-        BUFFER_ARG(1, expert_ids, expert_ids_offset), BUFFER_ARG(2, plan, plan_offset),
-        BUFFER_ARG(3, row_pairs, row_pairs_offset),
+        gptoss_launch_buffer_arg(1, expert_ids, expert_ids_offset), gptoss_launch_buffer_arg(2, plan, plan_offset),
+        gptoss_launch_buffer_arg(3, row_pairs, row_pairs_offset),
     };
-    return encode(function, command_buffer, &args, buffers, 3, 1, 1, 1, MOE_SCATTER_THREADS);
+    return gptoss_launch_encode(kernel, command_buffer, function, 1, 1, 1, MOE_SCATTER_THREADS, &args, sizeof(args),
+                                buffers, 3);
 }
 
 enum gptoss_status gptoss_encode_moe_mlp1_swiglu_prefill(
@@ -224,21 +200,23 @@ enum gptoss_status gptoss_encode_moe_mlp1_swiglu_prefill(
 {
     static const char kernel[] = "gptoss_encode_moe_mlp1_swiglu_prefill";
     struct gptoss_moe_args args;
-    CHECK(fill_moe_args(kernel, command_buffer, function, num_tokens, embedding_dim, mlp_dim, num_experts, num_active,
-                        swiglu_limit, &args));
+    GPTOSS_LAUNCH_CHECK(fill_moe_args(kernel, command_buffer, function, "gptoss_moe_mlp1_swiglu_prefill", num_tokens,
+                                      embedding_dim, mlp_dim, num_experts, num_active, swiglu_limit, &args));
     const uint64_t T = num_tokens, D = embedding_dim, I = mlp_dim, E = num_experts, k = num_active;
-    CHECK(check_tensor(kernel, "x_norm", x_norm, x_norm_offset, T * D * 4));
-    CHECK(check_tensor(kernel, "plan", plan, plan_offset, 2 * (E + 1) * 4));
-    CHECK(check_tensor(kernel, "row_pairs", row_pairs, row_pairs_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset, args.expert_size * num_experts));
-    CHECK(check_tensor(kernel, "act", act, act_offset, T * k * I * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "x_norm", x_norm, x_norm_offset, GPTOSS_LAUNCH_BYTES(T, D, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "plan", plan, plan_offset, 2 * (E + 1) * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "row_pairs", row_pairs, row_pairs_offset, GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset,
+                                     GPTOSS_LAUNCH_BYTES(args.expert_size, num_experts)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "act", act, act_offset, GPTOSS_LAUNCH_BYTES(T, k, I, 4)));
     const struct gptoss_kernel_arg buffers[] = {
-        BUFFER_ARG(1, x_norm, x_norm_offset), BUFFER_ARG(2, plan, plan_offset),
-        BUFFER_ARG(3, row_pairs, row_pairs_offset), BUFFER_ARG(4, moe_weights, moe_section_offset),
-        BUFFER_ARG(5, act, act_offset),
+        gptoss_launch_buffer_arg(1, x_norm, x_norm_offset), gptoss_launch_buffer_arg(2, plan, plan_offset),
+        gptoss_launch_buffer_arg(3, row_pairs, row_pairs_offset),
+        gptoss_launch_buffer_arg(4, moe_weights, moe_section_offset),
+        gptoss_launch_buffer_arg(5, act, act_offset),
     };
-    return encode(function, command_buffer, &args, buffers, 5, mlp_dim / MOE_PREFILL_TILE_COLUMNS, args.max_row_tiles,
-                  1, MOE_PREFILL_THREADS);
+    return gptoss_launch_encode(kernel, command_buffer, function, mlp_dim / MOE_PREFILL_TILE_COLUMNS,
+                                args.max_row_tiles, 1, MOE_PREFILL_THREADS, &args, sizeof(args), buffers, 5);
 }
 
 enum gptoss_status gptoss_encode_moe_mlp2_prefill(
@@ -253,22 +231,27 @@ enum gptoss_status gptoss_encode_moe_mlp2_prefill(
 {
     static const char kernel[] = "gptoss_encode_moe_mlp2_prefill";
     struct gptoss_moe_args args;
-    CHECK(fill_moe_args(kernel, command_buffer, function, num_tokens, embedding_dim, mlp_dim, num_experts, num_active,
-                        1.0f, &args));
+    GPTOSS_LAUNCH_CHECK(fill_moe_args(kernel, command_buffer, function, "gptoss_moe_mlp2_prefill", num_tokens,
+                                      embedding_dim, mlp_dim, num_experts, num_active, 1.0f, &args));
     const uint64_t T = num_tokens, D = embedding_dim, I = mlp_dim, E = num_experts, k = num_active;
-    CHECK(check_tensor(kernel, "act", act, act_offset, T * k * I * 4));
-    CHECK(check_tensor(kernel, "plan", plan, plan_offset, 2 * (E + 1) * 4));
-    CHECK(check_tensor(kernel, "row_pairs", row_pairs, row_pairs_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "expert_weights", expert_weights, expert_weights_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset, args.expert_size * num_experts));
-    CHECK(check_tensor(kernel, "expert_out", expert_out, expert_out_offset, T * k * D * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "act", act, act_offset, GPTOSS_LAUNCH_BYTES(T, k, I, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "plan", plan, plan_offset, 2 * (E + 1) * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "row_pairs", row_pairs, row_pairs_offset, GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_weights", expert_weights, expert_weights_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "moe_weights", moe_weights, moe_section_offset,
+                                     GPTOSS_LAUNCH_BYTES(args.expert_size, num_experts)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_out", expert_out, expert_out_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, D, 4)));
     const struct gptoss_kernel_arg buffers[] = {
-        BUFFER_ARG(1, act, act_offset), BUFFER_ARG(2, plan, plan_offset), BUFFER_ARG(3, row_pairs, row_pairs_offset),
-        BUFFER_ARG(4, expert_weights, expert_weights_offset), BUFFER_ARG(5, moe_weights, moe_section_offset),
-        BUFFER_ARG(6, expert_out, expert_out_offset),
+        gptoss_launch_buffer_arg(1, act, act_offset), gptoss_launch_buffer_arg(2, plan, plan_offset),
+        gptoss_launch_buffer_arg(3, row_pairs, row_pairs_offset),
+        gptoss_launch_buffer_arg(4, expert_weights, expert_weights_offset),
+        gptoss_launch_buffer_arg(5, moe_weights, moe_section_offset),
+        gptoss_launch_buffer_arg(6, expert_out, expert_out_offset),
     };
-    return encode(function, command_buffer, &args, buffers, 6, embedding_dim / MOE_PREFILL_TILE_COLUMNS,
-                  args.max_row_tiles, 1, MOE_PREFILL_THREADS);
+    return gptoss_launch_encode(kernel, command_buffer, function, embedding_dim / MOE_PREFILL_TILE_COLUMNS,
+                                args.max_row_tiles, 1, MOE_PREFILL_THREADS, &args, sizeof(args), buffers, 6);
 }
 
 enum gptoss_status gptoss_encode_moe_gather(
@@ -280,17 +263,20 @@ enum gptoss_status gptoss_encode_moe_gather(
 {
     static const char kernel[] = "gptoss_encode_moe_gather";
     struct gptoss_moe_args args;
-    CHECK(fill_moe_args(kernel, command_buffer, function, num_tokens, embedding_dim, 32, num_experts, num_active, 1.0f,
-                        &args));
+    GPTOSS_LAUNCH_CHECK(fill_moe_args(kernel, command_buffer, function, "gptoss_moe_gather", num_tokens, embedding_dim,
+                                      32, num_experts, num_active, 1.0f, &args));
     const uint64_t T = num_tokens, D = embedding_dim, k = num_active;
-    CHECK(check_tensor(kernel, "expert_out", expert_out, expert_out_offset, T * k * D * 4));
-    CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset, T * k * 4));
-    CHECK(check_tensor(kernel, "residual", residual, residual_offset, T * D * 4));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_out", expert_out, expert_out_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, D, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "expert_ids", expert_ids, expert_ids_offset,
+                                     GPTOSS_LAUNCH_BYTES(T, k, 4)));
+    GPTOSS_LAUNCH_CHECK(check_tensor(kernel, "residual", residual, residual_offset, GPTOSS_LAUNCH_BYTES(T, D, 4)));
     const struct gptoss_kernel_arg buffers[] = {
-        BUFFER_ARG(1, expert_out, expert_out_offset), BUFFER_ARG(2, expert_ids, expert_ids_offset),
-        BUFFER_ARG(3, residual, residual_offset),
+        gptoss_launch_buffer_arg(1, expert_out, expert_out_offset),
+        gptoss_launch_buffer_arg(2, expert_ids, expert_ids_offset),
+        gptoss_launch_buffer_arg(3, residual, residual_offset),
     };
     const uint32_t quads = embedding_dim / 4;
-    return encode(function, command_buffer, &args, buffers, 3, (quads + MOE_GATHER_THREADS - 1) / MOE_GATHER_THREADS,
-                  num_tokens, 1, MOE_GATHER_THREADS);
+    return gptoss_launch_encode(kernel, command_buffer, function, gptoss_launch_ceil_div(quads, MOE_GATHER_THREADS),
+                                num_tokens, 1, MOE_GATHER_THREADS, &args, sizeof(args), buffers, 3);
 }

@@ -6,24 +6,17 @@
 #include "internal/error.h"
 #include "internal/kernel-args.h"
 #include "internal/kernels-moe.h"
+#include "internal/launch-common.h"
 
 /* Static threadgroup memory of gptoss_router (sums, logits, selected logits) plus the x_norm row must fit 32 KiB. */
 #define ROUTER_MAX_ROW_BYTES 30720u
 
-static enum gptoss_status check_tensor(const char* what, const struct gptoss_buffer* buffer, size_t offset, uint64_t bytes) {
-    if (buffer == NULL || buffer->ptr == NULL) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: %s buffer is NULL", what);
-    }
-    if (offset % 16 != 0) {
-        return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_encode_router: %s offset %zu is not a multiple of 16", what, offset);
-    }
-    if (offset > buffer->size || bytes > buffer->size - offset) {
-        return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_encode_router: %s needs %llu bytes at offset %zu but the buffer holds %zu bytes",
-            what, (unsigned long long) bytes, offset, buffer->size);
-    }
-    return gptoss_status_success;
+static const char wrapper[] = "gptoss_encode_router";
+
+/* Every router tensor is 16-byte aligned. */
+static enum gptoss_status check_tensor(const char* what, const struct gptoss_buffer* buffer, size_t offset,
+                                       uint64_t bytes) {
+    return gptoss_launch_check_tensor(wrapper, what, buffer, offset, 16, bytes);
 }
 
 enum gptoss_status gptoss_encode_router(
@@ -37,10 +30,7 @@ enum gptoss_status gptoss_encode_router(
     const struct gptoss_buffer* expert_weights, size_t expert_weights_offset,
     uint32_t num_tokens, uint32_t embedding_dim, uint32_t num_experts, uint32_t num_active, float epsilon)
 {
-    if (command_buffer == NULL || function == NULL) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: %s is NULL",
-                                command_buffer == NULL ? "command_buffer" : "function");
-    }
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_check_target(wrapper, command_buffer, function, "gptoss_router"));
     if (num_tokens == 0) {
         return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: num_tokens is 0");
     }
@@ -59,7 +49,8 @@ enum gptoss_status gptoss_encode_router(
             num_active, num_experts, GPTOSS_ROUTER_MAX_ACTIVE);
     }
     if (!(epsilon >= 0.0f) || epsilon > 1.0f) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: epsilon %g is not in [0, 1]", (double) epsilon);
+        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_encode_router: epsilon %g is not in [0, 1]",
+                                (double) epsilon);
     }
     const uint64_t T = num_tokens, D = embedding_dim, E = num_experts, k = num_active;
     enum gptoss_status status;
@@ -69,7 +60,8 @@ enum gptoss_status gptoss_encode_router(
         (status = check_tensor("gate_bias", gate_bias, gate_bias_offset, E * 2)) != gptoss_status_success ||
         (status = check_tensor("x_norm", x_norm, x_norm_offset, T * D * 4)) != gptoss_status_success ||
         (status = check_tensor("expert_ids", expert_ids, expert_ids_offset, T * k * 4)) != gptoss_status_success ||
-        (status = check_tensor("expert_weights", expert_weights, expert_weights_offset, T * k * 4)) != gptoss_status_success) {
+        (status = check_tensor("expert_weights", expert_weights, expert_weights_offset,
+                               T * k * 4)) != gptoss_status_success) {
         return status;
     }
 
@@ -80,25 +72,18 @@ enum gptoss_status gptoss_encode_router(
         .num_active = num_active,
         .epsilon = epsilon,
     };
-    const struct gptoss_kernel_arg kernel_args[] = {
-        {.kind = gptoss_kernel_arg_bytes, .index = 0, .bytes = &args, .size = sizeof(args)},
-        {.kind = gptoss_kernel_arg_buffer, .index = 1, .buffer = residual, .offset = residual_offset},
-        {.kind = gptoss_kernel_arg_buffer, .index = 2, .buffer = mlp_gain, .offset = mlp_gain_offset},
-        {.kind = gptoss_kernel_arg_buffer, .index = 3, .buffer = gate_weight, .offset = gate_weight_offset},
-        {.kind = gptoss_kernel_arg_buffer, .index = 4, .buffer = gate_bias, .offset = gate_bias_offset},
-        {.kind = gptoss_kernel_arg_buffer, .index = 5, .buffer = x_norm, .offset = x_norm_offset},
-        {.kind = gptoss_kernel_arg_buffer, .index = 6, .buffer = expert_ids, .offset = expert_ids_offset},
-        {.kind = gptoss_kernel_arg_buffer, .index = 7, .buffer = expert_weights, .offset = expert_weights_offset},
-        {.kind = gptoss_kernel_arg_threadgroup_memory, .index = 0, .size = (size_t) D * 4},
+    const struct gptoss_kernel_arg bindings[] = {
+        gptoss_launch_buffer_arg(1, residual, residual_offset),
+        gptoss_launch_buffer_arg(2, mlp_gain, mlp_gain_offset),
+        gptoss_launch_buffer_arg(3, gate_weight, gate_weight_offset),
+        gptoss_launch_buffer_arg(4, gate_bias, gate_bias_offset),
+        gptoss_launch_buffer_arg(5, x_norm, x_norm_offset),
+        gptoss_launch_buffer_arg(6, expert_ids, expert_ids_offset),
+        gptoss_launch_buffer_arg(7, expert_weights, expert_weights_offset),
+        gptoss_launch_threadgroup_memory_arg(0, (size_t) D * 4),
     };
     /* A SIMD group per router row up to 32 SIMD groups (E = 32: one row each; E = 128: four each). */
     const uint32_t threads = 32 * (num_experts < 32 ? num_experts : 32);
-    const struct gptoss_dispatch dispatch = {
-        .function = function,
-        .threadgroups = {num_tokens, 1, 1},
-        .threads_per_threadgroup = {threads, 1, 1},
-        .num_args = sizeof(kernel_args) / sizeof(kernel_args[0]),
-        .args = kernel_args,
-    };
-    return gptoss_command_buffer_encode(command_buffer, &dispatch);
+    return gptoss_launch_encode(wrapper, command_buffer, function, num_tokens, 1, 1, threads, &args, sizeof(args),
+                                bindings, GPTOSS_LAUNCH_COUNT(bindings));
 }

@@ -9,6 +9,7 @@
 #include "internal/device.h"
 #include "internal/error.h"
 #include "internal/kernel-args.h"
+#include "internal/launch-common.h"
 #include "internal/sampling.h"
 #include "internal/sampling-layout.h"
 
@@ -56,7 +57,8 @@ void gptoss_sampling_functions_release(struct gptoss_sampling_functions* functio
     }
 }
 
-static size_t align_up(size_t x) { return (x + 255) & ~(size_t) 255; }
+/* Every scratch region starts on a 256-byte boundary. */
+static size_t align_up(size_t x) { return (size_t) gptoss_launch_align_up(x, 256); }
 
 struct gptoss_sampling_layout gptoss_sampling_layout(uint32_t vocabulary_size)
 {
@@ -124,30 +126,16 @@ const float* gptoss_sampling_scratch_scaled_logits(const struct gptoss_sampling_
     return (const float*) ((const char*) scratch->buffer.ptr + l.scaled);
 }
 
+static const char wrapper[] = "gptoss_sampler_encode";
+
+/* Every sampling pass is a 1-D grid of 1-D threadgroups taking the one gptoss_sampling_args struct. */
 static enum gptoss_status dispatch(
     struct gptoss_command_buffer* command_buffer, const struct gptoss_function* function,
     uint32_t threadgroups, uint32_t threads, const struct gptoss_sampling_args* args,
     const struct gptoss_kernel_arg* buffers, size_t num_buffers)
 {
-    struct gptoss_kernel_arg all[12];
-    all[0] = (struct gptoss_kernel_arg) {
-        .kind = gptoss_kernel_arg_bytes, .index = 0, .bytes = args, .size = sizeof(*args)};
-    for (size_t i = 0; i < num_buffers; i++) {
-        all[1 + i] = buffers[i];
-    }
-    const struct gptoss_dispatch d = {
-        .function = function,
-        .threadgroups = {threadgroups, 1, 1},
-        .threads_per_threadgroup = {threads, 1, 1},
-        .num_args = 1 + num_buffers,
-        .args = all,
-    };
-    return gptoss_command_buffer_encode(command_buffer, &d);
-}
-
-static struct gptoss_kernel_arg bind(uint32_t index, const struct gptoss_buffer* buffer, size_t offset)
-{
-    return (struct gptoss_kernel_arg) {.kind = gptoss_kernel_arg_buffer, .index = index, .buffer = buffer, .offset = offset};
+    return gptoss_launch_encode(wrapper, command_buffer, function, threadgroups, 1, 1, threads, args, sizeof(*args),
+                                buffers, num_buffers);
 }
 
 enum gptoss_status gptoss_sampler_encode(
@@ -169,16 +157,18 @@ enum gptoss_status gptoss_sampler_encode(
             "gptoss_sampler_encode: vocabulary_size %u does not match the scratch (%u)",
             vocabulary_size, scratch->vocabulary_size);
     }
-    if (logits_offset % sizeof(float) != 0 || logits_offset > logits_buffer->size ||
-        (logits_buffer->size - logits_offset) / sizeof(float) < vocabulary_size) {
+    if (!gptoss_launch_span_fits(logits_buffer, logits_offset, sizeof(float),
+                                 (uint64_t) vocabulary_size * sizeof(float))) {
         return gptoss_set_error(gptoss_status_invalid_argument,
             "gptoss_sampler_encode: logits at offset %zu do not hold %u floats in a buffer of %zu bytes",
             logits_offset, vocabulary_size, logits_buffer->size);
     }
-    if (history_count != 0 && (history_buffer == NULL || history_offset % sizeof(uint32_t) != 0 ||
-        history_offset > history_buffer->size || (history_buffer->size - history_offset) / sizeof(uint32_t) < history_count)) {
+    if (history_count != 0 &&
+        !gptoss_launch_span_fits(history_buffer, history_offset, sizeof(uint32_t),
+                                 (uint64_t) history_count * sizeof(uint32_t))) {
         return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_sampler_encode: history of %u tokens at offset %zu does not fit its buffer", history_count, history_offset);
+            "gptoss_sampler_encode: history of %u tokens at offset %zu does not fit its buffer", history_count,
+            history_offset);
     }
     if (num_prompt_tokens > history_count) {
         return gptoss_set_error(gptoss_status_invalid_argument,
@@ -199,27 +189,30 @@ enum gptoss_status gptoss_sampler_encode(
     args.num_prompt_tokens = num_prompt_tokens;
 
     const struct gptoss_buffer* s = &scratch->buffer;
-    const struct gptoss_kernel_arg logits = bind(1, logits_buffer, logits_offset);
-    const struct gptoss_kernel_arg history = bind(2, history_count != 0 ? history_buffer : s, history_count != 0 ? history_offset : l.counts);
-    const struct gptoss_kernel_arg counts = bind(3, s, l.counts);
-    const struct gptoss_kernel_arg present = bind(4, s, l.present);
-    const struct gptoss_kernel_arg scaled = bind(5, s, l.scaled);
-    const struct gptoss_kernel_arg partials = bind(6, s, l.partials);
-    const struct gptoss_kernel_arg hist_counts = bind(7, s, l.histogram_counts);
-    const struct gptoss_kernel_arg hist_mass = bind(8, s, l.histogram_mass);
-    const struct gptoss_kernel_arg selection = bind(9, s, l.selection);
-    const struct gptoss_kernel_arg candidate_count = bind(10, s, l.candidate_count);
-    const struct gptoss_kernel_arg candidates = bind(11, s, l.candidates);
+    const struct gptoss_kernel_arg logits = gptoss_launch_buffer_arg(1, logits_buffer, logits_offset);
+    const struct gptoss_kernel_arg history = gptoss_launch_buffer_arg(2, history_count != 0 ? history_buffer : s,
+                                                                      history_count != 0 ? history_offset : l.counts);
+    const struct gptoss_kernel_arg counts = gptoss_launch_buffer_arg(3, s, l.counts);
+    const struct gptoss_kernel_arg present = gptoss_launch_buffer_arg(4, s, l.present);
+    const struct gptoss_kernel_arg scaled = gptoss_launch_buffer_arg(5, s, l.scaled);
+    const struct gptoss_kernel_arg partials = gptoss_launch_buffer_arg(6, s, l.partials);
+    const struct gptoss_kernel_arg hist_counts = gptoss_launch_buffer_arg(7, s, l.histogram_counts);
+    const struct gptoss_kernel_arg hist_mass = gptoss_launch_buffer_arg(8, s, l.histogram_mass);
+    const struct gptoss_kernel_arg selection = gptoss_launch_buffer_arg(9, s, l.selection);
+    const struct gptoss_kernel_arg candidate_count = gptoss_launch_buffer_arg(10, s, l.candidate_count);
+    const struct gptoss_kernel_arg candidates = gptoss_launch_buffer_arg(11, s, l.candidates);
     const uint32_t T = GPTOSS_SAMPLING_THREADS;
     enum gptoss_status status;
 
     scratch->encoded = 0;
     if (penalties) {
         const struct gptoss_kernel_arg b1[] = {counts, present};
-        status = dispatch(command_buffer, functions->clear_counts, (vocabulary_size + T - 1) / T, T, &args, b1, 2);
+        status = dispatch(command_buffer, functions->clear_counts, gptoss_launch_ceil_div(vocabulary_size, T), T, &args,
+                          b1, 2);
         if (status != gptoss_status_success) return status;
         const struct gptoss_kernel_arg b2[] = {history, counts, present};
-        status = dispatch(command_buffer, functions->count_history, (history_count + T - 1) / T, T, &args, b2, 3);
+        status = dispatch(command_buffer, functions->count_history, gptoss_launch_ceil_div(history_count, T), T, &args,
+                          b2, 3);
         if (status != gptoss_status_success) return status;
     }
     {
@@ -229,7 +222,8 @@ enum gptoss_status gptoss_sampler_encode(
     }
     if (mode == gptoss_sampling_mode_truncated) {
         const struct gptoss_kernel_arg b1[] = {scaled, partials, hist_counts, hist_mass};
-        status = dispatch(command_buffer, functions->histogram, l.num_chunks, GPTOSS_SAMPLING_HISTOGRAM_THREADS, &args, b1, 4);
+        status = dispatch(command_buffer, functions->histogram, l.num_chunks, GPTOSS_SAMPLING_HISTOGRAM_THREADS, &args,
+                          b1, 4);
         if (status != gptoss_status_success) return status;
         const struct gptoss_kernel_arg b2[] = {partials, hist_counts, hist_mass, selection, candidate_count};
         status = dispatch(command_buffer, functions->select, 1, GPTOSS_SAMPLING_SELECT_THREADS, &args, b2, 5);

@@ -5,6 +5,7 @@
 
 #include "bindings.h"
 #include "bpe_bindings.h"
+#include "launch_selftest_bindings.h"
 #include "sampler_bindings.h"
 
 namespace py = pybind11;
@@ -32,4 +33,5 @@ PYBIND11_MODULE(_metal, m) {
     gptoss_python::register_bpe(m);
     gptoss_python::register_device(m);
     gptoss_python::register_sampler(m);
+    gptoss_python::register_launch_selftest(m);
 }

@@ -47,7 +47,8 @@ struct gptoss_moe_expert_layout {
     uint64_t expert_size;          /* bytes of one expert (13,236,480 for D = I = 2880) */
 };
 
-/* model_bin.compute_layout's arithmetic. invalid_argument unless D and I are positive multiples of 32. */
+/* model_bin.compute_layout's arithmetic. invalid_argument unless D and I are positive multiples of 32
+ * with D x I <= 2^48 (so that expert_size x 256 experts cannot overflow 64 bits). */
 enum gptoss_status gptoss_moe_expert_layout(
     uint32_t embedding_dim, uint32_t mlp_dim, struct gptoss_moe_expert_layout* layout_out);
 
