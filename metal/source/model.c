@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,8 +106,101 @@ static enum gptoss_status map_file(const char* path, struct gptoss_file_mapping*
 
 /* ---- Model ---- */
 
+/* Kernel names and where each one's handle lives in struct gptoss_model_kernels. */
+#define KERNEL_ENTRY(field, name) { name, offsetof(struct gptoss_model_kernels, field) }
+static const struct {
+    const char* name;
+    size_t offset;
+} kernel_table[] = {
+    KERNEL_ENTRY(embeddings, "gptoss_embeddings_bf16"),
+    KERNEL_ENTRY(rmsnorm, "gptoss_rmsnorm"),
+    KERNEL_ENTRY(matvec, "gptoss_matvec_bf16"),
+    KERNEL_ENTRY(gemm, "gptoss_gemm_bf16"),
+    KERNEL_ENTRY(qkv_rope_kv[0], "gptoss_qkv_rope_kv16"),
+    KERNEL_ENTRY(qkv_rope_kv[1], "gptoss_qkv_rope_kv32"),
+    KERNEL_ENTRY(rope_kv[0], "gptoss_rope_kv16"),
+    KERNEL_ENTRY(rope_kv[1], "gptoss_rope_kv32"),
+    KERNEL_ENTRY(attention_decode[0], "gptoss_attention_decode_f16"),
+    KERNEL_ENTRY(attention_decode[1], "gptoss_attention_decode_f32"),
+    KERNEL_ENTRY(attention_prefill[0], "gptoss_attention_prefill_f16"),
+    KERNEL_ENTRY(attention_prefill[1], "gptoss_attention_prefill_f32"),
+    KERNEL_ENTRY(attention_combine, "gptoss_attention_combine"),
+    KERNEL_ENTRY(router, "gptoss_router"),
+    KERNEL_ENTRY(moe_mlp1_decode, "gptoss_moe_mlp1_swiglu_decode"),
+    KERNEL_ENTRY(moe_mlp2_decode, "gptoss_moe_mlp2_accumulate_decode"),
+    KERNEL_ENTRY(moe_scatter, "gptoss_moe_scatter"),
+    KERNEL_ENTRY(moe_mlp1_prefill, "gptoss_moe_mlp1_swiglu_prefill"),
+    KERNEL_ENTRY(moe_mlp2_prefill, "gptoss_moe_mlp2_prefill"),
+    KERNEL_ENTRY(moe_gather, "gptoss_moe_gather"),
+};
+#define NUM_KERNELS (sizeof(kernel_table) / sizeof(kernel_table[0]))
+
+static struct gptoss_function** kernel_slot(struct gptoss_model_kernels* kernels, size_t index) {
+    return (struct gptoss_function**) ((char*) kernels + kernel_table[index].offset);
+}
+
+static void release_device_state(struct gptoss_model* model) {
+    for (size_t i = 0; i < NUM_KERNELS; i++) {
+        struct gptoss_function** slot = kernel_slot(&model->kernels, i);
+        if (*slot != NULL) {
+            gptoss_function_release(*slot);
+            *slot = NULL;
+        }
+    }
+    if (model->has_sampling) {
+        gptoss_sampling_functions_release(&model->sampling);
+        model->has_sampling = false;
+    }
+    gptoss_buffer_release(&model->weights_buffer);
+    if (model->device != NULL) {
+        gptoss_device_release(model->device);
+        model->device = NULL;
+    }
+}
+
+/*
+ * Creates the device, wraps the weights region in place and looks every kernel up once. A kernel
+ * this build lacks is recorded, not fatal (see gptoss_model_check_kernels).
+ */
+static enum gptoss_status create_device_state(struct gptoss_model* model) {
+    enum gptoss_status status = gptoss_device_create(gptoss_device_kind_any, &model->device);
+    if (status != gptoss_status_success) {
+        return status;
+    }
+    /* The mapping covers whole pages, so rounding the size up to the page stays inside it. */
+    const size_t page = (size_t) sysconf(_SC_PAGESIZE);
+    const size_t wrapped_size = (model->weights_size + page - 1) / page * page;
+    status = gptoss_buffer_wrap(model->device, model->weights_ptr, wrapped_size, &model->weights_buffer);
+    if (status != gptoss_status_success) {
+        return status;
+    }
+    for (size_t i = 0; i < NUM_KERNELS; i++) {
+        if (gptoss_function_create(model->device, kernel_table[i].name, kernel_slot(&model->kernels, i)) != gptoss_status_success) {
+            *kernel_slot(&model->kernels, i) = NULL;
+            if (model->missing_kernel == NULL) {
+                model->missing_kernel = kernel_table[i].name;
+            }
+        }
+    }
+    model->has_sampling = gptoss_sampling_functions_create(model->device, &model->sampling) == gptoss_status_success;
+    if (!model->has_sampling && model->missing_kernel == NULL) {
+        model->missing_kernel = GPTOSS_SAMPLING_KERNEL_PREPARE " (or another sampling kernel)";
+    }
+    gptoss_clear_error();  /* missing kernels are reported when a context is created */
+    return gptoss_status_success;
+}
+
+enum gptoss_status gptoss_model_check_kernels(const struct gptoss_model* model) {
+    if (model->missing_kernel != NULL) {
+        return gptoss_set_error(gptoss_status_unsupported_system,
+            "%s: this build of the runtime lacks kernel %s, which inference needs", model->path, model->missing_kernel);
+    }
+    return gptoss_status_success;
+}
+
 static void model_destroy(struct gptoss_model* model) {
-    /* Device resources (added by the inference layer) are released here, before the mapping. */
+    /* Device resources go before the mapping they wrap. */
+    release_device_state(model);
     if (model->tokenizer != NULL) {
         gptoss_tokenizer_release(model->tokenizer);
     }
@@ -154,6 +248,11 @@ enum gptoss_status gptoss_model_create_from_file(const char* path, gptoss_model_
     }
     model->weights_ptr = (uint8_t*) model->mapping->ptr + model->file.layout.weights_offset;
     model->weights_size = (size_t) (model->file.layout.file_size - model->file.layout.weights_offset);
+    status = create_device_state(model);
+    if (status != gptoss_status_success) {
+        model_destroy(model);
+        return status;
+    }
     *model_out = model;
     return gptoss_status_success;
 }

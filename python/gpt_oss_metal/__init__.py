@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Model": "model",
     "Tokenizer": "tokenizer",
+    "Context": "context",
 }
 
 __all__ = [

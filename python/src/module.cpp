@@ -5,6 +5,7 @@
 
 #include "bindings.h"
 #include "bpe_bindings.h"
+#include "context_bindings.h"
 #include "launch_selftest_bindings.h"
 #include "sampler_bindings.h"
 
@@ -32,6 +33,7 @@ PYBIND11_MODULE(_metal, m) {
     gptoss_python::register_model(m);
     gptoss_python::register_bpe(m);
     gptoss_python::register_device(m);
+    gptoss_python::register_context(m);
     gptoss_python::register_sampler(m);
     gptoss_python::register_launch_selftest(m);
 }

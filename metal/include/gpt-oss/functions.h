@@ -271,6 +271,17 @@ GPTOSS_ABI enum gptoss_status gptoss_context_get_expert_choices(
     size_t* num_active_out);
 
 /*
+ * Diagnostics (benchmarks): host time in nanoseconds accumulated since creation, spent encoding
+ * command buffers (the forward pass and sampling kernels), in commit + wait (the device's work and
+ * its latency), and in the host part of sampling after the wait.
+ */
+GPTOSS_ABI enum gptoss_status gptoss_context_get_host_timings(
+    gptoss_context_t context,
+    uint64_t* encode_ns_out,
+    uint64_t* device_ns_out,
+    uint64_t* finish_ns_out);
+
+/*
  * Asks a running (or the next) process / sample call on this context to stop: it returns
  * cancelled, leaving the context consistent. Safe from any thread. The request is consumed by the
  * call that returns cancelled.

@@ -1,6 +1,7 @@
 /* The model and tokenizer objects behind gptoss_model_t and gptoss_tokenizer_t. */
 #pragma once
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -15,7 +16,34 @@
 
 #include <gpt-oss/types.h>
 
+#include "internal/device.h"
 #include "internal/model-file.h"
+
+#include "internal/sampling.h"
+
+/*
+ * Every kernel the forward pass uses, looked up by name once at model load (model.c lists the
+ * names). A kernel missing from this build stays NULL: loading and tokenizing keep working, and
+ * context creation fails with unsupported_system naming it (gptoss_model_check_kernels).
+ */
+struct gptoss_model_kernels {
+    struct gptoss_function* embeddings;        /* gptoss_embeddings_bf16 */
+    struct gptoss_function* rmsnorm;           /* gptoss_rmsnorm */
+    struct gptoss_function* matvec;            /* gptoss_matvec_bf16 (decode dense, unembedding) */
+    struct gptoss_function* gemm;              /* gptoss_gemm_bf16 (prefill dense) */
+    struct gptoss_function* qkv_rope_kv[2];    /* gptoss_qkv_rope_kv16 / _kv32 (decode, [fp32 KV]) */
+    struct gptoss_function* rope_kv[2];        /* gptoss_rope_kv16 / _kv32 (prefill) */
+    struct gptoss_function* attention_decode[2];
+    struct gptoss_function* attention_prefill[2];
+    struct gptoss_function* attention_combine;
+    struct gptoss_function* router;
+    struct gptoss_function* moe_mlp1_decode;
+    struct gptoss_function* moe_mlp2_decode;
+    struct gptoss_function* moe_scatter;
+    struct gptoss_function* moe_mlp1_prefill;
+    struct gptoss_function* moe_mlp2_prefill;
+    struct gptoss_function* moe_gather;
+};
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,11 +100,27 @@ struct gptoss_model {
     size_t weights_size;
 
     /*
-     * ---- Device and weight buffers (added by the inference layer) ----
-     * e.g. struct gptoss_device* device; struct gptoss_buffer weights_buffer; kernel functions...
-     * gptoss_model_release (model.c) must release them before the mapping.
+     * ---- Device and weight buffers (inference layer; see context.c) ----
+     * Created at load and immutable afterwards, so contexts on several threads can share them.
+     * weights_buffer wraps [weights_ptr, weights_ptr + page-rounded weights_size) without copying;
+     * a tensor is (weights_buffer, file offset - layout.weights_offset).
      */
+    struct gptoss_device* device;
+    struct gptoss_buffer weights_buffer;
+    /*
+     * Every kernel the forward pass uses, looked up by name once at load (index: enum
+     * gptoss_model_kernel, names in gptoss_model_kernel_names). A kernel missing from this build
+     * stays NULL: loading and tokenizing still work, and context creation fails with
+     * unsupported_system naming it (gptoss_model_check_kernels).
+     */
+    struct gptoss_model_kernels kernels;
+    const char* missing_kernel;                 /* first kernel name not found, or NULL */
+    struct gptoss_sampling_functions sampling;  /* all-or-nothing */
+    bool has_sampling;
 };
+
+/* unsupported_system naming the first kernel this build lacks, else success. */
+enum gptoss_status gptoss_model_check_kernels(const struct gptoss_model* model);
 
 #ifdef __cplusplus
 }  // extern "C"
