@@ -2,7 +2,6 @@
  * Exact o200k BPE encoding: pre-tokenizer, rank index and byte-pair merging (see internal/bpe.h).
  */
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -277,7 +276,6 @@ struct rank_slot {
 
 struct gptoss_bpe_index {
     struct gptoss_file_mapping* mapping;  /* retained: token_table points into it */
-    atomic_uint_least32_t refs;           /* users, while the index is shared through a cache */
     const uint8_t* token_table;
     uint32_t num_tokens;
     uint32_t max_token_length;
@@ -411,7 +409,6 @@ static enum gptoss_status bpe_index_create(const struct gptoss_tokenizer* tokeni
 /* One index per tokenizer, built on first use.                                             */
 /* ======================================================================================== */
 
-#ifdef GPTOSS_TOKENIZER_HAS_BPE_INDEX
 
 /* The tokenizer owns the index (struct gptoss_tokenizer.bpe_index, freed by its release). */
 static enum gptoss_status acquire_index(struct gptoss_tokenizer* tokenizer, struct gptoss_bpe_index** index_out) {
@@ -434,90 +431,6 @@ static enum gptoss_status acquire_index(struct gptoss_tokenizer* tokenizer, stru
     return gptoss_status_success;
 }
 
-static void release_index(struct gptoss_bpe_index* index) {
-    (void) index;
-}
-
-#else
-
-/*
- * Until struct gptoss_tokenizer has a bpe_index field: a small table of recently used indices,
- * keyed by the file mapping they retain (a retained mapping cannot be freed, so its address
- * cannot be reused by another file while the entry lives) and the token table's address.
- * Reference counted so that eviction never frees an index an encode call is using.
- */
-#define INDEX_CACHE_SIZE 4
-
-static pthread_mutex_t index_cache_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct gptoss_bpe_index* index_cache[INDEX_CACHE_SIZE];
-
-static struct gptoss_bpe_index* cache_find_locked(const struct gptoss_tokenizer* tokenizer, int* slot_out) {
-    for (int i = 0; i < INDEX_CACHE_SIZE; i++) {
-        struct gptoss_bpe_index* index = index_cache[i];
-        if (index != NULL && index->mapping == tokenizer->mapping && index->token_table == tokenizer->token_table &&
-            index->num_tokens == tokenizer->num_text_tokens) {
-            *slot_out = i;
-            return index;
-        }
-    }
-    return NULL;
-}
-
-static void release_index(struct gptoss_bpe_index* index) {
-    if (atomic_fetch_sub_explicit(&index->refs, 1, memory_order_acq_rel) == 1) {
-        gptoss_bpe_index_release(index);
-    }
-}
-
-static void cache_use_locked(int slot) {
-    /* Move to the front: the least recently used entry is the last. */
-    struct gptoss_bpe_index* index = index_cache[slot];
-    memmove(&index_cache[1], &index_cache[0], (size_t) slot * sizeof(index_cache[0]));
-    index_cache[0] = index;
-    atomic_fetch_add_explicit(&index->refs, 1, memory_order_relaxed);
-}
-
-static enum gptoss_status acquire_index(struct gptoss_tokenizer* tokenizer, struct gptoss_bpe_index** index_out) {
-    int slot;
-    pthread_mutex_lock(&index_cache_lock);
-    struct gptoss_bpe_index* index = cache_find_locked(tokenizer, &slot);
-    if (index != NULL) {
-        cache_use_locked(slot);
-        pthread_mutex_unlock(&index_cache_lock);
-        *index_out = index;
-        return gptoss_status_success;
-    }
-    pthread_mutex_unlock(&index_cache_lock);
-
-    struct gptoss_bpe_index* built = NULL;
-    const enum gptoss_status status = bpe_index_create(tokenizer, &built);
-    if (status != gptoss_status_success) {
-        return status;
-    }
-    atomic_init(&built->refs, 1);  /* the cache's reference */
-
-    pthread_mutex_lock(&index_cache_lock);
-    index = cache_find_locked(tokenizer, &slot);
-    if (index != NULL) {  /* another thread built it meanwhile */
-        cache_use_locked(slot);
-        pthread_mutex_unlock(&index_cache_lock);
-        gptoss_bpe_index_release(built);
-        *index_out = index;
-        return gptoss_status_success;
-    }
-    struct gptoss_bpe_index* evicted = index_cache[INDEX_CACHE_SIZE - 1];
-    memmove(&index_cache[1], &index_cache[0], (INDEX_CACHE_SIZE - 1) * sizeof(index_cache[0]));
-    index_cache[0] = built;
-    atomic_fetch_add_explicit(&built->refs, 1, memory_order_relaxed);  /* the caller's */
-    pthread_mutex_unlock(&index_cache_lock);
-    if (evicted != NULL) {
-        release_index(evicted);
-    }
-    *index_out = built;
-    return gptoss_status_success;
-}
-
-#endif
 
 /* ======================================================================================== */
 /* Byte-pair merging and the encoder.                                                       */
@@ -767,7 +680,6 @@ enum gptoss_status gptoss_tokenizer_encode(
         }
         pos = end;
     }
-    release_index((struct gptoss_bpe_index*) state.index);
     if (status != gptoss_status_success) {
         free(state.tokens.data);
         return status;

@@ -11,6 +11,7 @@
 
 #include "internal/error.h"
 #include "internal/model-file.h"
+#include "internal/bpe.h"
 #include "internal/model.h"
 #include "internal/uuid.h"
 
@@ -164,6 +165,7 @@ enum gptoss_status gptoss_tokenizer_release(gptoss_tokenizer_t tokenizer) {
         return gptoss_status_success;  /* like free(NULL) */
     }
     if (atomic_fetch_sub_explicit(&tokenizer->ref_count, 1, memory_order_acq_rel) == 1) {
+        gptoss_bpe_index_release(atomic_load_explicit(&tokenizer->bpe_index, memory_order_acquire));
         free(tokenizer->token_entry_offsets);
         gptoss_file_mapping_release(tokenizer->mapping);
         free(tokenizer);

@@ -62,6 +62,8 @@ struct gptoss_file_mapping {
 struct gptoss_file_mapping* gptoss_file_mapping_retain(struct gptoss_file_mapping* mapping);
 void gptoss_file_mapping_release(struct gptoss_file_mapping* mapping);
 
+struct gptoss_bpe_index;  /* bpe.c: the rank hash map of the text tokens */
+
 struct gptoss_tokenizer {
     gptoss_ref_count_t ref_count;
     struct gptoss_file_mapping* mapping;  /* keeps the token table, regex and UUIDs alive */
@@ -75,6 +77,12 @@ struct gptoss_tokenizer {
     uint32_t* token_entry_offsets;
     /* Token id per role (index: enum gptoss_special_token); UINT32_MAX if the file does not name it. */
     uint32_t special_token_ids[gptoss_special_token_max];
+    /* Built by the first BPE encode (bpe.c), freed with the tokenizer; NULL until then. */
+#ifdef __cplusplus
+    std::atomic<struct gptoss_bpe_index*> bpe_index;
+#else
+    struct gptoss_bpe_index* _Atomic bpe_index;
+#endif
 };
 
 /* Builds the tokenizer of a parsed file (retains mapping). */
