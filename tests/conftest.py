@@ -61,3 +61,26 @@ def tiktoken_o200k() -> Iterator[object]:
             os.environ.pop("TIKTOKEN_CACHE_DIR", None)
         else:
             os.environ["TIKTOKEN_CACHE_DIR"] = saved
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "cpu_layer_only: checks a fault that only the CPU execution layer detects (out-of-bounds access, "
+        "divergent barriers, races); a GPU silently accepts these, so they are skipped when kernels run on Metal",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any(item.get_closest_marker("cpu_layer_only") for item in items):
+        return
+    from gpt_oss_metal.testing.kernels import default_device
+
+    kind = default_device().info.get("kind")
+    if kind == "cpu":
+        return
+    skip = pytest.mark.skip(reason=f"fault detection is a CPU-execution-layer feature; kernels run on {kind}")
+    for item in items:
+        if item.get_closest_marker("cpu_layer_only"):
+            item.add_marker(skip)
+

@@ -255,6 +255,7 @@ def test_negative_controls(kernel):
     assert max_error(out, short) > 10 * tol
 
 
+@pytest.mark.cpu_layer_only
 def test_bad_kv_reads_are_faults_not_garbage():
     """A cache smaller than the slots the args promise is an out-of-bounds fault on the CPU layer."""
     rng = np.random.default_rng(29)

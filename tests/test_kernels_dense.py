@@ -396,6 +396,7 @@ def unrotated_qkv(ref: ReferenceModel, bt, mb) -> np.ndarray:
     return (bt.attn_norm @ ref.weight("block.0.qkv_weight").T + ref.weight("block.0.qkv_bias")).astype(np.float32)
 
 
+@pytest.mark.cpu_layer_only
 def test_kernel_fault_not_silent_for_short_buffer():
     """A weight buffer shorter than N x K must fault (DeviceError), not read past its end."""
     x = np.ones((1, 64), np.float32)

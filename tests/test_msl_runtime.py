@@ -71,6 +71,7 @@ def test_pointers_casts_helpers_constants_half_literals():
     np.testing.assert_array_equal(out[:, 3], np.full(n, 3.0, np.float32))
 
 
+@pytest.mark.cpu_layer_only
 def test_out_of_bounds_read_names_kernel_buffer_offset_and_thread():
     n = 100
     x = np.zeros(n, np.float32)
@@ -84,6 +85,7 @@ def test_out_of_bounds_read_names_kernel_buffer_offset_and_thread():
     assert "thread_position_in_grid (100, 0, 0)" in message
 
 
+@pytest.mark.cpu_layer_only
 def test_out_of_bounds_write_and_device_usable_afterwards():
     out = np.zeros(64, np.float32)
     with pytest.raises(DeviceError, match=r"runtime_oob_write.*\[\[buffer\(0\)\]\].*byte offset 256.*\(63, 0, 0\)"):
@@ -132,12 +134,14 @@ def test_threadgroup_array_passed_to_helper():
     np.testing.assert_array_equal(out, (31 - np.arange(32)) * 3)
 
 
+@pytest.mark.cpu_layer_only
 def test_threadgroup_array_out_of_bounds():
     with pytest.raises(DeviceError, match=r"runtime_tg_array_oob.*threadgroup array access out of bounds.*"
                                           r"byte offset 128.*holds 128 bytes.*\(31, 0, 0\)"):
         run_kernel("runtime_tg_array_oob", 1, 32, {0: np.zeros(32, np.float32)})
 
 
+@pytest.mark.cpu_layer_only
 def test_threadgroup_parameter_out_of_bounds():
     with pytest.raises(DeviceError, match=r"threadgroup memory \[\[threadgroup\(0\)\]\] access out of bounds.*byte offset 64"):
         run_kernel("runtime_tg_param_oob", 1, 32, {}, threadgroup_memory={0: 64})
@@ -145,6 +149,7 @@ def test_threadgroup_parameter_out_of_bounds():
         run_kernel("runtime_tg_param_oob", 1, 32, {})
 
 
+@pytest.mark.cpu_layer_only
 def test_barrier_skipped_by_returned_threads_is_reported_with_line():
     with pytest.raises(DeviceError) as info:
         run_kernel("runtime_barrier_skipped", 1, 32, {0: np.zeros(32, np.float32)})
@@ -156,6 +161,7 @@ def test_barrier_skipped_by_returned_threads_is_reported_with_line():
     assert "threadgroup_barrier" in source[int(line) - 1]
 
 
+@pytest.mark.cpu_layer_only
 def test_threads_at_different_barriers():
     with pytest.raises(DeviceError, match="threads wait at different barriers"):
         run_kernel("runtime_barrier_mismatch", 1, 32, {0: np.zeros(32, np.float32)})
@@ -180,6 +186,7 @@ def test_production_source_patterns():
         run_kernel("runtime_styles_rowsum", (rows, 1), 64, {0: struct.pack("<II", 320, rows), 1: matrix, 2: out})
 
 
+@pytest.mark.cpu_layer_only
 def test_pointer_formed_outside_every_buffer_is_a_fault():
     rows = 5
     matrix = np.zeros((rows, 64), np.float32)
@@ -210,6 +217,7 @@ except DeviceError as e:
 """
 
 
+@pytest.mark.cpu_layer_only
 @pytest.mark.parametrize("race_check", ["1", "0"])
 def test_threadgroup_race_detection(race_check):
     import os
@@ -230,6 +238,7 @@ def test_threadgroup_race_detection(race_check):
         assert result.stdout.split("\n") == ["no race reported"] * 2 + [""]  # opt-in: off by default
 
 
+@pytest.mark.cpu_layer_only
 def test_constant_struct_larger_than_the_bound_bytes():
     with pytest.raises(DeviceError, match=r"\[\[buffer\(0\)\]\] is a constant reference to 8 bytes but only 4 bytes are bound"):
         run_kernel("runtime_scale", 1, 1, {0: struct.pack("<I", 1), 1: np.zeros(1, np.float32), 2: np.zeros(1, np.float32)})

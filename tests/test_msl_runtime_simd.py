@@ -95,6 +95,7 @@ def test_partial_simd_group():
     ("runtime_deadlock", 32, r"threads diverged and can never continue: 16 of 32 threads wait at threadgroup_barrier "
                              r"\(.*runtime_simd\.metal:\d+\); 16 of 32 lanes of SIMD group 0 wait at simd_sum"),
 ])
+@pytest.mark.cpu_layer_only
 def test_divergent_collectives_are_reported(kernel, threads, pattern):
     with pytest.raises(DeviceError, match=pattern):
         run_kernel(kernel, 1, threads, {0: np.zeros(threads, np.int32)})
