@@ -182,7 +182,7 @@ def test_download_rejects_unknown_models() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# generate / chat (argument parsing; the commands arrive later)
+# generate / chat
 # --------------------------------------------------------------------------------------------
 
 
@@ -201,6 +201,32 @@ def test_generate_and_chat_arguments() -> None:
         assert info.value.code == 2, bad
 
 
+def test_generate_command(tiny_model_bin: Path) -> None:
+    from gpt_oss_metal import Context, Model
+
+    result = run("generate", str(tiny_model_bin), "-p", "Hi", "-l", "2", "--temperature", "0.7", "--seed", "5",
+                 "--context-length", "32")
+    assert result.returncode == 0, result.stderr
+    with Model(tiny_model_bin) as model, Context(model, context_length=32) as ctx:
+        ctx.append("Hi")
+        want = "".join(p.text for p in ctx.generate(2, temperature=0.7, seed=5))
+    assert result.stdout == "Hi" + want + "\n"
+    assert "decode: 2 tokens" in result.stderr
+
+
+def test_chat_command(tiny_model_bin: Path) -> None:
+    result = run("chat", str(tiny_model_bin), "-p", "Hi", "-l", "2", "--reasoning-effort", "high")
+    assert result.returncode == 0, result.stderr
+    assert "decode: 2 tokens" in result.stderr and result.stdout.strip()
+
+
 @pytest.mark.parametrize("command", ["generate", "chat"])
-def test_generate_and_chat_report_not_implemented_cleanly(command: str) -> None:
-    assert_clean_error(run(command, "-p", "Hi"), f"`gpt-oss-metal {command}` is not implemented yet")
+def test_generate_and_chat_errors_are_clean(command: str, tmp_path: Path, tiny_model_bin: Path) -> None:
+    assert_clean_error(run(command, str(tmp_path / "missing.bin"), "-p", "Hi", "-l", "1"), "missing.bin")
+    # The prompt does not fit the context.
+    assert_clean_error(run(command, str(tiny_model_bin), "-p", "word " * 40, "-l", "1", "--context-length", "8"),
+                       "context")
+
+
+def test_generate_empty_prompt_is_a_clean_error(tiny_model_bin: Path) -> None:
+    assert_clean_error(run("generate", str(tiny_model_bin), "-p", "", "-l", "1"), "prompt is empty")

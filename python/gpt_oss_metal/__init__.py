@@ -31,11 +31,16 @@ _LAZY = {
     "Model": "model",
     "Tokenizer": "tokenizer",
     "Context": "context",
+    "GeneratedToken": "context",
+    "TextDecoder": "context",
 }
 
 __all__ = [
     "Model",
     "Tokenizer",
+    "Context",
+    "GeneratedToken",
+    "TextDecoder",
     "GptOssError",
     "InvalidArgumentError",
     "UnsupportedArgumentError",

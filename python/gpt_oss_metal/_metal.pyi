@@ -41,6 +41,8 @@ class Tokenizer:
         """
     def token_uuid(self, token_id: int) -> bytes:
         """16-byte UUID of a token (zero bytes for text tokens and unnamed slots)."""
+    def encode_c(self, text: str | bytes) -> list[int]:
+        """Token ids of text (str, or bytes that need not be valid UTF-8) from the C BPE encoder."""
 
 class Model:
     """A model.bin loaded by the C runtime: validated, weights memory-mapped (never copied).
@@ -63,6 +65,57 @@ class Model:
     def layout(self) -> dict[str, Any]:
         """special_uuids_offset, regex_offset, tokens_offset, weights_offset, vocab_size,
         moe_offsets (list), expert_size, file_size, and tensors: name -> (offset, nbytes)."""
+    def close(self) -> None:
+        """Release this object's reference to the C model (contexts and tokenizers keep theirs);
+        later calls other than path raise InvalidStateError. Idempotent."""
+    @property
+    def closed(self) -> bool: ...
+
+# --- BPE encoder (bpe_bindings.cpp) ---
+
+def bpe_pretokenize(text: str | bytes) -> list[bytes]:
+    """The C pre-tokenizer's pieces of text, as bytes."""
+
+#: Unicode version of the C pre-tokenizer's character tables.
+BPE_UNICODE_VERSION: str
+
+# --- Context (context_bindings.cpp) ---
+
+class Context:
+    """An inference context on the C model of a Model (use gpt_oss_metal.Context).
+
+    process and sample release the GIL; cancel may be called from any thread.
+    """
+
+    def __init__(self, model: Model, context_length: int = 0, max_batch_tokens: int = 0, fp32_kv: bool = False) -> None: ...
+    @property
+    def num_tokens(self) -> int: ...
+    @property
+    def num_processed_tokens(self) -> int: ...
+    @property
+    def max_tokens(self) -> int: ...
+    @property
+    def tokens(self) -> list[int]: ...
+    @property
+    def closed(self) -> bool: ...
+    def append_tokens(self, tokens: Sequence[int]) -> int: ...
+    def append_bytes(self, text: bytes) -> int: ...
+    def process(self) -> None: ...
+    def sample(
+        self, max_tokens: int, temperature: float, seed: int, top_p: float, top_k: int, min_p: float,
+        presence_penalty: float, frequency_penalty: float, repetition_penalty: float, stop_tokens: Sequence[int],
+    ) -> list[int]: ...
+    def reset(self) -> None: ...
+    def cancel(self) -> None: ...
+    def close(self) -> None:
+        """Free the context's KV cache and buffers now; later calls raise InvalidStateError."""
+    def set_output_all_logits(self, enabled: bool) -> None: ...
+    def set_fp32_kv(self, enabled: bool) -> None: ...
+    def logits(self) -> np.ndarray:
+        """float32 [rows, vocabulary] copy of the last process's logits."""
+    def expert_choices(self) -> np.ndarray:
+        """uint32 [blocks, rows, k]: experts chosen for the last chunk's tokens."""
+    def host_timings(self) -> dict[str, int]: ...
 
 # --- Device (CPU execution layer / Metal) ---
 

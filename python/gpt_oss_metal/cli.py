@@ -33,6 +33,8 @@ DEFAULT_CONTEXT_LENGTH = 8192
 #: Tokens a context processes per command buffer by default; sliding-window rings hold this many
 #: slots beyond the window (see Context's max_batch_tokens).
 DEFAULT_MAX_BATCH_TOKENS = 128
+#: What `generate` continues when no prompt is given.
+DEFAULT_PROMPT = "Once upon a time,"
 
 
 # --------------------------------------------------------------------------------------------
@@ -234,11 +236,11 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _add_sampling_arguments(parser: argparse.ArgumentParser, default_limit: int) -> None:
+def _add_sampling_arguments(parser: argparse.ArgumentParser, default_limit: int, demo_limit: int) -> None:
     parser.add_argument("model", nargs="?", default=None, metavar="MODEL",
                         help="model.bin to run (default: the small random demo model)")
-    parser.add_argument("-l", "--limit", type=_positive_int, default=default_limit,
-                        help=f"most tokens to generate (default {default_limit})")
+    parser.add_argument("-l", "--limit", type=_positive_int, default=None,
+                        help=f"most tokens to generate (default {default_limit}; {demo_limit} on the demo model)")
     parser.add_argument("--temperature", type=_non_negative_float, default=1.0,
                         help="sampling temperature; 0 is greedy (default 1.0)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
@@ -276,12 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     download.set_defaults(run=_cmd_download)
 
     generate = commands.add_parser("generate", help="continue a text prompt", description="Continue a plain-text prompt.")
-    _add_sampling_arguments(generate, default_limit=100)
-    generate.add_argument("-p", "--prompt", default="", help="text to continue")
+    _add_sampling_arguments(generate, default_limit=100, demo_limit=16)
+    generate.add_argument("-p", "--prompt", default=DEFAULT_PROMPT, help=f"text to continue (default {DEFAULT_PROMPT!r})")
     generate.set_defaults(run=_cmd_generate)
 
     chat = commands.add_parser("chat", help="chat in the harmony format", description="Chat with a model in the harmony format.")
-    _add_sampling_arguments(chat, default_limit=1024)
+    _add_sampling_arguments(chat, default_limit=1024, demo_limit=24)
     chat.add_argument("-p", "--prompt", default=None, help="one user message to answer (default: interactive)")
     chat.add_argument("--reasoning-effort", choices=["low", "medium", "high"], default="medium",
                       help="reasoning effort stated in the system message (default medium)")

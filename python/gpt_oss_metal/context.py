@@ -1,30 +1,76 @@
-"""Running a model: :class:`Context`."""
+"""Running a model: :class:`Context`, streaming :meth:`Context.generate` and :class:`TextDecoder`."""
 
 from __future__ import annotations
 
+import codecs
+import signal
 import threading
-from typing import TYPE_CHECKING, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
 from . import _metal
+from .errors import CancelledError
 
 if TYPE_CHECKING:
     from .model import Model
+    from .tokenizer import Tokenizer
 
-__all__ = ["Context"]
+__all__ = ["Context", "GeneratedToken", "TextDecoder"]
 
-_native_models_lock = threading.Lock()
+_T = TypeVar("_T")
 
 
-def _native_model(model: Model) -> _metal.ContextModel:
-    """The C model every context of `model` shares (loaded once per Python Model)."""
-    with _native_models_lock:
-        native = model.__dict__.get("_context_model")
-        if native is None:
-            native = _metal.ContextModel(model.path)
-            model.__dict__["_context_model"] = native
-        return native
+@dataclass(frozen=True)
+class GeneratedToken:
+    """One token of :meth:`Context.generate`.
+
+    ``text`` is the text this token completes: whole characters only, so it is ``""`` for a token
+    that ends inside a multi-byte UTF-8 character (the character appears with the token that
+    completes it) and for special tokens (unless generate was asked to show them). Joining the
+    ``text`` of every token gives the decoded completion.
+    """
+
+    token: int
+    text: str
+
+
+class TextDecoder:
+    """Incremental detokenizer: token ids in, whole UTF-8 characters out.
+
+    A token may end inside a character (the vocabulary holds byte sequences); its bytes are held
+    until the character completes. :meth:`flush` returns what is left at the end (an incomplete
+    character becomes U+FFFD). Special tokens give ``""``, or their text (``"<|return|>"``) with
+    ``special_tokens=True``.
+
+    >>> decoder = TextDecoder(model.tokenizer)                        # doctest: +SKIP
+    >>> "".join(decoder.decode(t) for t in tokens) + decoder.flush()  # doctest: +SKIP
+    """
+
+    def __init__(self, tokenizer: Tokenizer, *, special_tokens: bool = False) -> None:
+        self._tokenizer = tokenizer
+        self._num_text_tokens = tokenizer.num_text_tokens
+        self._special_names = {token_id: name for name, token_id in tokenizer.special_tokens.items()} if special_tokens else None
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def decode(self, token: int, *, final: bool = False) -> str:
+        """Text completed by ``token``; ``final=True`` also flushes held bytes."""
+        token = int(token)
+        if token >= self._num_text_tokens and 0 <= token < self._tokenizer.num_tokens:
+            text = self._decoder.decode(b"", final=final)
+            if self._special_names is not None:
+                text += self._special_names.get(token, "")
+            return text
+        return self._decoder.decode(self._tokenizer.decode(token), final=final)
+
+    def flush(self) -> str:
+        """Bytes held back at the end of the stream (an incomplete character decodes as U+FFFD)."""
+        return self._decoder.decode(b"", final=True)
+
+    def reset(self) -> None:
+        """Forget held bytes (start a new stream)."""
+        self._decoder.reset()
 
 
 class Context:
@@ -45,8 +91,41 @@ class Context:
     """
 
     def __init__(self, model: Model, context_length: int = 0, max_batch_tokens: int = 0, fp32_kv: bool = False) -> None:
+        from .model import Model
+
+        if not isinstance(model, Model):
+            raise TypeError(f"Context() expects a gpt_oss_metal.Model, not {type(model).__name__}")
+        if context_length < 0 or max_batch_tokens < 0:
+            raise ValueError(f"context_length and max_batch_tokens must be >= 0, got {context_length}, {max_batch_tokens}")
         self._model = model
-        self._native = _metal.Context(_native_model(model), context_length, max_batch_tokens, fp32_kv)
+        self._tokenizer = model.tokenizer  # kept: generate() decodes even after model.close()
+        # The same C model as `model` (one mapping, one device); the C context retains it.
+        self._native = _metal.Context(model._native, int(context_length), int(max_batch_tokens), bool(fp32_kv))
+        self._output_all_logits = False
+
+    @property
+    def model(self) -> Model:
+        """The model this context runs."""
+        return self._model
+
+    # ----- lifetime -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Free the KV cache and device buffers now (also done by ``with`` and at garbage
+        collection). Later calls raise :class:`~gpt_oss_metal.InvalidStateError`. Not while another
+        thread is inside :meth:`process`/:meth:`sample` of this context."""
+        self._native.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native.closed
+
+    def __enter__(self) -> Context:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ----- tokens ---------------------------------------------------------------------------------
 
@@ -84,8 +163,12 @@ class Context:
     # ----- running --------------------------------------------------------------------------------
 
     def process(self) -> None:
-        """Run the model over every unprocessed token (releases the GIL)."""
-        self._native.process()
+        """Run the model over every unprocessed token (releases the GIL).
+
+        Ctrl-C in the main thread cancels the computation and raises KeyboardInterrupt promptly;
+        :meth:`cancel` from another thread makes it raise CancelledError. Either way the context
+        stays consistent: the tokens stay and a later call continues where it stopped."""
+        self._interruptible(self._native.process)
 
     def sample(
         self,
@@ -108,12 +191,147 @@ class Context:
         if max_output_tokens < 0:
             raise ValueError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
         return list(
-            self._native.sample(
-                max_output_tokens, float(temperature), int(seed), float(top_p), int(top_k), float(min_p),
+            self._interruptible(
+                self._native.sample,
+                int(max_output_tokens), float(temperature), int(seed), float(top_p), int(top_k), float(min_p),
                 float(presence_penalty), float(frequency_penalty), float(repetition_penalty),
                 [int(t) for t in stop_tokens],
             )
         )
+
+    def generate(
+        self,
+        max_output_tokens: int = 100,
+        temperature: float = 1.0,
+        seed: int = 0,
+        top_p: float = 1.0,
+        top_k: int = 0,
+        min_p: float = 0.0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        repetition_penalty: float = 1.0,
+        stop_tokens: Sequence[int] = (),
+        special_tokens: bool = False,
+    ) -> Iterator[GeneratedToken]:
+        """Stream :meth:`sample`: yield each token as it is sampled, with its text.
+
+        Takes the arguments of :meth:`sample` and yields the same tokens (same seed, same context:
+        the draw depends only on the seed, the position and the logits). Every token is appended
+        to the context as it is yielded; stopping the iteration early (``break``) keeps the tokens
+        yielded so far. Text is decoded incrementally (see :class:`GeneratedToken`); the last
+        token's text includes any bytes still held. ``special_tokens=True`` shows special tokens
+        as their text (``<|return|>``) instead of ``""``.
+
+        >>> for piece in ctx.generate(64, temperature=0.7, stop_tokens=[200002]):  # doctest: +SKIP
+        ...     print(piece.text, end="", flush=True)
+        """
+        if max_output_tokens < 0:
+            raise ValueError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
+        stops = frozenset(int(t) for t in stop_tokens)
+        settings = (float(temperature), int(seed), float(top_p), int(top_k), float(min_p),
+                    float(presence_penalty), float(frequency_penalty), float(repetition_penalty),
+                    sorted(stops))
+        step = self._step_function(settings)
+        decoder = TextDecoder(self._tokenizer, special_tokens=special_tokens)
+        max_tokens = self.max_tokens
+        for index in range(int(max_output_tokens)):
+            if index > 0 and self.num_tokens >= max_tokens:
+                break  # full: sample() stops here too (the first token raises ContextOverflowError)
+            token = step()
+            last = token in stops or index + 1 == max_output_tokens or self.num_tokens >= max_tokens
+            yield GeneratedToken(token, decoder.decode(token, final=last))
+            if last:
+                return
+
+    def _step_function(self, settings: tuple[Any, ...]) -> Callable[[], int]:
+        """A function that samples one token with `settings` and appends it."""
+        (temperature, seed, top_p, top_k, min_p, presence, frequency, repetition, stops) = settings
+        if presence == 0.0 and frequency == 0.0:
+            # The context's own sampling: the draw and the repetition penalty depend only on the
+            # position, the logits and the whole context, so one token per call equals sample(n).
+            def native_step() -> int:
+                return self._interruptible(
+                    self._native.sample, 1, temperature, seed, top_p, top_k, min_p, 0.0, 0.0, repetition, stops
+                )[0]
+
+            return native_step
+        # Presence and frequency penalties count the tokens generated by *this* call, which a
+        # one-token sample() cannot know: sample from the logits with the same kernels instead,
+        # telling the sampler where the prompt ends.
+        sampler = _metal.Sampler()
+        sampler.set_temperature(temperature)
+        sampler.set_seed(seed)
+        sampler.set_top_p(top_p)
+        sampler.set_top_k(top_k)
+        sampler.set_min_p(min_p)
+        sampler.set_presence_penalty(presence)
+        sampler.set_frequency_penalty(frequency)
+        sampler.set_repetition_penalty(repetition)
+        num_prompt_tokens = self.num_tokens
+
+        def penalised_step() -> int:
+            if self.num_tokens >= self.max_tokens:
+                from .errors import ContextOverflowError
+
+                raise ContextOverflowError(f"generate: the context is full ({self.max_tokens} tokens)")
+            self.process()
+            history = self.tokens
+            token = int(sampler.sample_logits(self.logits, history, len(history), num_prompt_tokens))
+            self._native.append_tokens([token])
+            return token
+
+        return penalised_step
+
+    def _interruptible(self, function: Callable[..., _T], *args: Any) -> _T:
+        """Run a native call so that Ctrl-C stops it promptly and cleanly.
+
+        While the extension runs with the GIL released, Python delivers SIGINT only when the call
+        returns (minutes for a long prompt). So in the main thread, with Python's default SIGINT
+        handler, the call runs in a worker thread while the main thread waits interruptibly; on
+        KeyboardInterrupt the context is cancelled, the worker joined (the context is consistent
+        again) and the KeyboardInterrupt re-raised. Elsewhere the call runs directly.
+        """
+        if threading.current_thread() is not threading.main_thread() or (
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        ):
+            return function(*args)
+        outcome: dict[str, Any] = {}
+        done = threading.Event()
+
+        def work() -> None:
+            try:
+                outcome["value"] = function(*args)
+            except BaseException as error:  # re-raised in the caller's thread below
+                outcome["error"] = error
+            finally:
+                done.set()
+
+        # Wait on an Event, not Thread.join: a KeyboardInterrupt inside join() marks the thread as
+        # stopped while it still runs (CPython's _wait_for_tstate_lock), and join() would then
+        # return at once.
+        threading.Thread(target=work, name="gpt-oss-metal compute", daemon=True).start()
+        try:
+            while not done.wait(0.1):  # a timed wait, so SIGINT is handled meanwhile
+                pass
+        except KeyboardInterrupt:
+            self._native.cancel()
+            while True:  # the worker stops within one kernel; a second Ctrl-C must not skip that
+                try:
+                    done.wait()
+                    break
+                except KeyboardInterrupt:
+                    continue
+            if not isinstance(outcome.get("error"), CancelledError):
+                # The call ended before it saw the request, which is therefore still pending:
+                # consume it (a run checks for a request before computing anything).
+                try:
+                    self._native.process()
+                except CancelledError:
+                    pass
+            raise
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def reset(self) -> None:
         """Empty the token sequence but keep the KV cache: the next :meth:`process` reuses the
@@ -140,7 +358,7 @@ class Context:
     @property
     def output_all_logits(self) -> bool:
         """Whether :meth:`process` keeps every position's logits of a chunk (see :attr:`all_logits`)."""
-        return getattr(self, "_output_all_logits", False)
+        return self._output_all_logits
 
     @output_all_logits.setter
     def output_all_logits(self, enabled: bool) -> None:
@@ -157,4 +375,6 @@ class Context:
         return dict(self._native.host_timings())
 
     def __repr__(self) -> str:
+        if self.closed:
+            return "Context(closed)"
         return f"Context(num_tokens={self.num_tokens}, max_tokens={self.max_tokens})"

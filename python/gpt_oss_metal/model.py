@@ -22,6 +22,11 @@ class Model:
     :class:`~gpt_oss_metal.UnsupportedArgumentError` (a valid file this runtime cannot run) or
     :class:`~gpt_oss_metal.GptOssIOError`, an :class:`OSError` with ``errno`` set (cannot open/map).
 
+    Contexts (:class:`~gpt_oss_metal.Context`) run on this same native model: one mapping and
+    one device per Model, however many contexts. ``with Model(path) as model:`` (or
+    :meth:`close`) drops the model's native reference at the end; contexts and the tokenizer
+    keep their own, so the mapping goes when the last of them is released.
+
     >>> model = Model("gpt-oss-20b/metal/model.bin")   # doctest: +SKIP
     >>> model.max_context_length
     131072
@@ -65,7 +70,20 @@ class Model:
             self._tokenizer = Tokenizer(self)
         return self._tokenizer
 
+    def close(self) -> None:
+        """Release this object's native model now (idempotent). Later calls other than
+        :attr:`path` raise :class:`~gpt_oss_metal.InvalidStateError`; existing contexts and the
+        tokenizer stay usable."""
+        self._native.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._native.closed
+
     def __repr__(self) -> str:
+        if self.closed:
+            return f"Model({self.path!r}, closed)"
         h = self.header
         return (
             f"Model({self.path!r}, num_blocks={h['num_blocks']}, num_experts={h['num_experts']}, "
@@ -76,5 +94,4 @@ class Model:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        # The mapping is released with the last reference; nothing to close eagerly.
-        return None
+        self.close()

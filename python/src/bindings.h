@@ -18,6 +18,12 @@ inline void check(gptoss_status status, const char* what) {
     }
 }
 
+// The C handles inside the extension's objects (borrowed: valid while the Python object lives and
+// is not closed). Raise TypeError for an object of another class and InvalidStateError for a
+// closed one. Implemented in model_bindings.cpp, which owns the Model and Tokenizer classes.
+gptoss_model_t native_model(pybind11::handle model);           // a _metal.Model
+gptoss_tokenizer_t native_tokenizer(pybind11::handle tokenizer);  // a _metal.Tokenizer
+
 void register_model(pybind11::module_& m);   // model_bindings.cpp: Model, Tokenizer
 void register_device(pybind11::module_& m);  // device_bindings.cpp: Device, kernel launches for tests
 

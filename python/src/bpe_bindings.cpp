@@ -33,32 +33,13 @@ std::string text_bytes(const py::object& text, const char* function) {
                          py::str(py::type::of(text).attr("__name__")).cast<std::string>());
 }
 
-/*
- * The gptoss_tokenizer_t inside a _metal.Tokenizer. The Tokenizer class (model_bindings.cpp) is
- * local to that file; its only data member is the gptoss_tokenizer_t, so the held object is
- * standard-layout and a pointer to it is a pointer to that member. Interim until bindings.h
- * offers an accessor (see the report of this change).
- */
-gptoss_tokenizer_t native_tokenizer(const py::handle& self, const py::handle& tokenizer_class) {
-    if (!py::isinstance(self, tokenizer_class)) {
-        throw py::type_error("encode_c: self is not a _metal.Tokenizer");
-    }
-    auto* instance = reinterpret_cast<py::detail::instance*>(self.ptr());
-    void* value = instance->get_value_and_holder().value_ptr();
-    if (value == nullptr) {
-        throw py::value_error("encode_c: uninitialised Tokenizer");
-    }
-    return *static_cast<gptoss_tokenizer_t*>(value);
-}
-
 }  // namespace
 
 void register_bpe(py::module_& m) {
     py::object tokenizer_class = m.attr("Tokenizer");
-    py::handle tokenizer_class_handle = tokenizer_class;
     tokenizer_class.attr("encode_c") = py::cpp_function(
-        [tokenizer_class_handle](const py::object& self, const py::object& text) {
-            gptoss_tokenizer_t tokenizer = native_tokenizer(self, tokenizer_class_handle);
+        [](const py::object& self, const py::object& text) {
+            gptoss_tokenizer_t tokenizer = native_tokenizer(self);
             const std::string bytes = text_bytes(text, "encode_c");
             uint32_t* tokens = nullptr;
             size_t count = 0;

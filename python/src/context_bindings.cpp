@@ -1,4 +1,4 @@
-// _metal.ContextModel (a model handle for contexts) and _metal.Context over the C context API.
+// _metal.Context over the C context API, on the C model of a _metal.Model (one mapping per model).
 // Long-running calls (process, sample) release the GIL; cancel() may be called from another thread.
 #include <cstdint>
 #include <cstring>
@@ -23,31 +23,6 @@ namespace {
     raise_status(status, message.c_str());
 }
 
-// A loaded model for contexts. gpt_oss_metal.Context keeps one per gpt_oss_metal.Model, so every
-// context of a Python model shares one C model (weights mapped once, kernels resolved once).
-class ContextModel {
-public:
-    explicit ContextModel(const py::object& path) {
-        const std::string path_bytes = py::module_::import("os").attr("fsencode")(path).cast<std::string>();
-        if (path_bytes.find('\0') != std::string::npos) {
-            raise_message(gptoss_status_invalid_argument, "ContextModel: path contains a NUL character");
-        }
-        gptoss_status status;
-        {
-            py::gil_scoped_release release;
-            status = gptoss_model_create_from_file(path_bytes.c_str(), &model_);
-        }
-        check(status, "gptoss_model_create_from_file");
-    }
-    ~ContextModel() { gptoss_model_release(model_); }
-    ContextModel(const ContextModel&) = delete;
-    ContextModel& operator=(const ContextModel&) = delete;
-    gptoss_model_t get() const { return model_; }
-
-private:
-    gptoss_model_t model_ = nullptr;
-};
-
 uint32_t token_argument(const py::handle& value, size_t index) {
     const long long id = value.cast<long long>();
     if (id < 0 || id > static_cast<long long>(UINT32_MAX)) {
@@ -60,11 +35,14 @@ uint32_t token_argument(const py::handle& value, size_t index) {
 
 class Context {
 public:
-    Context(const ContextModel& model, size_t context_length, size_t max_batch_tokens, bool fp32_kv) {
+    // `model` is a _metal.Model; the C context retains its C model, so closing the Python model
+    // later does not invalidate the context.
+    Context(const py::object& model, size_t context_length, size_t max_batch_tokens, bool fp32_kv) {
+        gptoss_model_t native = native_model(model);
         gptoss_status status;
         {
             py::gil_scoped_release release;
-            status = gptoss_context_create(model.get(), context_length, max_batch_tokens, &context_);
+            status = gptoss_context_create(native, context_length, max_batch_tokens, &context_);
         }
         check(status, "gptoss_context_create");
         if (fp32_kv) {
@@ -75,25 +53,42 @@ public:
     Context(const Context&) = delete;
     Context& operator=(const Context&) = delete;
 
+    // Frees the KV cache and buffers now instead of at garbage collection. Must not run while
+    // another thread is inside process/sample of this context. Idempotent.
+    void close() {
+        gptoss_context_t context = context_;
+        context_ = nullptr;
+        gptoss_context_release(context);
+    }
+    bool closed() const { return context_ == nullptr; }
+
+    // The C context; InvalidStateError once closed.
+    gptoss_context_t ctx() const {
+        if (context_ == nullptr) {
+            raise_message(gptoss_status_invalid_state, "Context: the context is closed");
+        }
+        return context_;
+    }
+
     size_t num_tokens() const {
         size_t n = 0;
-        check(gptoss_context_get_num_tokens(context_, &n), "gptoss_context_get_num_tokens");
+        check(gptoss_context_get_num_tokens(ctx(), &n), "gptoss_context_get_num_tokens");
         return n;
     }
     size_t num_processed_tokens() const {
         size_t n = 0;
-        check(gptoss_context_get_num_processed_tokens(context_, &n), "gptoss_context_get_num_processed_tokens");
+        check(gptoss_context_get_num_processed_tokens(ctx(), &n), "gptoss_context_get_num_processed_tokens");
         return n;
     }
     size_t max_tokens() const {
         size_t n = 0;
-        check(gptoss_context_get_max_tokens(context_, &n), "gptoss_context_get_max_tokens");
+        check(gptoss_context_get_max_tokens(ctx(), &n), "gptoss_context_get_max_tokens");
         return n;
     }
     std::vector<uint32_t> tokens() const {
         std::vector<uint32_t> result(num_tokens());
         size_t n = 0;
-        check(gptoss_context_get_tokens(context_, result.data(), result.size(), &n), "gptoss_context_get_tokens");
+        check(gptoss_context_get_tokens(ctx(), result.data(), result.size(), &n), "gptoss_context_get_tokens");
         result.resize(n);
         return result;
     }
@@ -104,27 +99,29 @@ public:
         for (const py::handle item : ids) {
             tokens.push_back(token_argument(item, index++));
         }
-        check(gptoss_context_append_tokens(context_, tokens.size(), tokens.data()), "gptoss_context_append_tokens");
+        check(gptoss_context_append_tokens(ctx(), tokens.size(), tokens.data()), "gptoss_context_append_tokens");
         return tokens.size();
     }
 
     size_t append_bytes(const py::bytes& text) {
         std::string data = text;
         size_t n = 0;
+        gptoss_context_t context = ctx();  // checked with the GIL held
         gptoss_status status;
         {
             py::gil_scoped_release release;
-            status = gptoss_context_append_chars(context_, data.data(), data.size(), &n);
+            status = gptoss_context_append_chars(context, data.data(), data.size(), &n);
         }
         check(status, "gptoss_context_append_chars");
         return n;
     }
 
     void process() {
+        gptoss_context_t context = ctx();  // checked with the GIL held
         gptoss_status status;
         {
             py::gil_scoped_release release;
-            status = gptoss_context_process(context_);
+            status = gptoss_context_process(context);
         }
         check(status, "gptoss_context_process");
     }
@@ -153,30 +150,31 @@ public:
         check(gptoss_sampler_set_stop_tokens(sampler, stops.data(), stops.size()), "gptoss_sampler_set_stop_tokens");
         std::vector<uint32_t> out(max_tokens);
         size_t n = 0;
+        gptoss_context_t context = ctx();  // checked with the GIL held
         gptoss_status status;
         {
             py::gil_scoped_release release;
-            status = gptoss_context_sample_with_sampler(context_, sampler, max_tokens, out.data(), &n);
+            status = gptoss_context_sample_with_sampler(context, sampler, max_tokens, out.data(), &n);
         }
         check(status, "gptoss_context_sample_with_sampler");
         out.resize(n);
         return out;
     }
 
-    void reset() { check(gptoss_context_reset(context_), "gptoss_context_reset"); }
-    void cancel() { check(gptoss_context_cancel(context_), "gptoss_context_cancel"); }
+    void reset() { check(gptoss_context_reset(ctx()), "gptoss_context_reset"); }
+    void cancel() { check(gptoss_context_cancel(ctx()), "gptoss_context_cancel"); }
     void set_output_all_logits(bool enabled) {
-        check(gptoss_context_set_output_all_logits(context_, enabled ? 1 : 0), "gptoss_context_set_output_all_logits");
+        check(gptoss_context_set_output_all_logits(ctx(), enabled ? 1 : 0), "gptoss_context_set_output_all_logits");
     }
     void set_fp32_kv(bool enabled) {
-        check(gptoss_context_set_fp32_kv(context_, enabled ? 1 : 0), "gptoss_context_set_fp32_kv");
+        check(gptoss_context_set_fp32_kv(ctx(), enabled ? 1 : 0), "gptoss_context_set_fp32_kv");
     }
 
     // A copy (the context's buffer is overwritten by the next process): float32 [rows, V].
     py::array_t<float> logits() const {
         const float* data = nullptr;
         size_t vocabulary = 0, rows = 0;
-        check(gptoss_context_get_logits(context_, &data, &vocabulary, &rows), "gptoss_context_get_logits");
+        check(gptoss_context_get_logits(ctx(), &data, &vocabulary, &rows), "gptoss_context_get_logits");
         py::array_t<float> result({rows, vocabulary});
         std::memcpy(result.mutable_data(), data, rows * vocabulary * sizeof(float));
         return result;
@@ -186,7 +184,7 @@ public:
     py::array_t<uint32_t> expert_choices() const {
         const uint32_t* ids = nullptr;
         size_t blocks = 0, rows = 0, stride = 0, active = 0;
-        check(gptoss_context_get_expert_choices(context_, &ids, &blocks, &rows, &stride, &active),
+        check(gptoss_context_get_expert_choices(ctx(), &ids, &blocks, &rows, &stride, &active),
               "gptoss_context_get_expert_choices");
         py::array_t<uint32_t> result({blocks, rows, active});
         uint32_t* out = result.mutable_data();
@@ -199,7 +197,7 @@ public:
     // Host nanoseconds: encoding, commit + wait, sampler finish (see gptoss_context_get_host_timings).
     py::dict host_timings() const {
         uint64_t encode = 0, device = 0, finish = 0;
-        check(gptoss_context_get_host_timings(context_, &encode, &device, &finish), "gptoss_context_get_host_timings");
+        check(gptoss_context_get_host_timings(ctx(), &encode, &device, &finish), "gptoss_context_get_host_timings");
         py::dict d;
         d["encode_ns"] = encode;
         d["device_ns"] = device;
@@ -214,10 +212,8 @@ private:
 }  // namespace
 
 void register_context(py::module_& m) {
-    py::class_<ContextModel>(m, "ContextModel", "A model.bin loaded for inference (shared by contexts).")
-        .def(py::init<const py::object&>(), py::arg("path"));
     py::class_<Context>(m, "Context", "An inference context (use gpt_oss_metal.Context).")
-        .def(py::init<const ContextModel&, size_t, size_t, bool>(), py::arg("model"), py::arg("context_length") = 0,
+        .def(py::init<const py::object&, size_t, size_t, bool>(), py::arg("model"), py::arg("context_length") = 0,
              py::arg("max_batch_tokens") = 0, py::arg("fp32_kv") = false, py::keep_alive<1, 2>())
         .def_property_readonly("num_tokens", &Context::num_tokens)
         .def_property_readonly("num_processed_tokens", &Context::num_processed_tokens)
@@ -235,7 +231,9 @@ void register_context(py::module_& m) {
         .def("set_fp32_kv", &Context::set_fp32_kv, py::arg("enabled"))
         .def("logits", &Context::logits)
         .def("expert_choices", &Context::expert_choices)
-        .def("host_timings", &Context::host_timings);
+        .def("host_timings", &Context::host_timings)
+        .def("close", &Context::close, "Free the context's KV cache and buffers now; later calls raise InvalidStateError.")
+        .def_property_readonly("closed", &Context::closed);
 }
 
 }  // namespace gptoss_python

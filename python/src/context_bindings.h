@@ -1,4 +1,4 @@
-// Context bindings (context_bindings.cpp): _metal.ContextModel and _metal.Context.
+// Context bindings (context_bindings.cpp): _metal.Context.
 #pragma once
 
 #include <pybind11/pybind11.h>

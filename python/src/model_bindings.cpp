@@ -52,6 +52,7 @@ uint32_t token_id_argument(long long token_id, const char* function) {
 class Tokenizer {
 public:
     explicit Tokenizer(gptoss_tokenizer_t tokenizer) : tokenizer_(tokenizer) {}
+    gptoss_tokenizer_t handle() const { return tokenizer_; }
     ~Tokenizer() { gptoss_tokenizer_release(tokenizer_); }
     Tokenizer(const Tokenizer&) = delete;
     Tokenizer& operator=(const Tokenizer&) = delete;
@@ -184,23 +185,40 @@ public:
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;
 
+    // The C model; InvalidStateError after close().
+    gptoss_model_t handle() const {
+        if (model_ == nullptr) {
+            raise_message(gptoss_status_invalid_state, "Model: the model is closed (" + path_ + ")");
+        }
+        return model_;
+    }
+
+    // Drops this object's reference to the C model. Contexts and tokenizers created from it hold
+    // their own references, so they stay usable; the mapping goes when the last one is released.
+    void close() {
+        gptoss_model_t model = model_;
+        model_ = nullptr;
+        gptoss_model_release(model);
+    }
+    bool closed() const { return model_ == nullptr; }
+
     const std::string& path() const { return path_; }
 
     size_t max_context_length() const {
         size_t length = 0;
-        check(gptoss_model_get_max_context_length(model_, &length), "gptoss_model_get_max_context_length");
+        check(gptoss_model_get_max_context_length(handle(), &length), "gptoss_model_get_max_context_length");
         return length;
     }
 
     std::unique_ptr<Tokenizer> tokenizer() const {
         gptoss_tokenizer_t tokenizer = nullptr;
-        check(gptoss_model_get_tokenizer(model_, &tokenizer), "gptoss_model_get_tokenizer");
+        check(gptoss_model_get_tokenizer(handle(), &tokenizer), "gptoss_model_get_tokenizer");
         return std::make_unique<Tokenizer>(tokenizer);
     }
 
     // The 17 model-header fields and the tokenizer-section sizes, as stored in the file.
     py::dict header() const {
-        const gptoss_model_file* file = gptoss_model_get_file(model_);
+        const gptoss_model_file* file = gptoss_model_get_file(handle());
         const gptoss_model_header& h = file->header;
         py::dict d;
         d["context_length"] = h.context_length;
@@ -230,7 +248,7 @@ public:
     // Where the loader found every section and tensor: offsets and sizes in bytes, tensor names
     // as in model_bin.compute_layout ("block.0.qkv_weight", "block.1.expert.3.mlp2_bias", ...).
     py::dict layout() const {
-        const gptoss_model_file* file = gptoss_model_get_file(model_);
+        const gptoss_model_file* file = gptoss_model_get_file(handle());
         const gptoss_model_layout& l = file->layout;
         const gptoss_model_header& h = file->header;
         py::dict tensors;
@@ -278,6 +296,21 @@ private:
 
 }  // namespace
 
+gptoss_model_t native_model(py::handle model) {
+    if (!py::isinstance<Model>(model)) {
+        throw py::type_error("expected a _metal.Model, got " + py::str(py::type::of(model).attr("__name__")).cast<std::string>());
+    }
+    return model.cast<const Model&>().handle();
+}
+
+gptoss_tokenizer_t native_tokenizer(py::handle tokenizer) {
+    if (!py::isinstance<Tokenizer>(tokenizer)) {
+        throw py::type_error("expected a _metal.Tokenizer, got " +
+                             py::str(py::type::of(tokenizer).attr("__name__")).cast<std::string>());
+    }
+    return tokenizer.cast<const Tokenizer&>().handle();
+}
+
 void register_model(py::module_& m) {
     py::dict roles;
     for (int r = gptoss_special_token_invalid + 1; r < gptoss_special_token_max; r++) {
@@ -307,7 +340,11 @@ void register_model(py::module_& m) {
         .def_property_readonly("max_context_length", &Model::max_context_length)
         .def_property_readonly("tokenizer", &Model::tokenizer)
         .def_property_readonly("header", &Model::header)
-        .def_property_readonly("layout", &Model::layout);
+        .def_property_readonly("layout", &Model::layout)
+        .def("close", &Model::close,
+            "Release this object's reference to the C model (contexts and tokenizers keep theirs); "
+            "other calls then raise InvalidStateError. Idempotent.")
+        .def_property_readonly("closed", &Model::closed);
 }
 
 }  // namespace gptoss_python
