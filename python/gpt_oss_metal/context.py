@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, T
 import numpy as np
 
 from . import _metal
-from .errors import CancelledError
+from .errors import CancelledError, InvalidArgumentError
 
 if TYPE_CHECKING:
     from .model import Model
@@ -96,7 +96,7 @@ class Context:
         if not isinstance(model, Model):
             raise TypeError(f"Context() expects a gpt_oss_metal.Model, not {type(model).__name__}")
         if context_length < 0 or max_batch_tokens < 0:
-            raise ValueError(f"context_length and max_batch_tokens must be >= 0, got {context_length}, {max_batch_tokens}")
+            raise InvalidArgumentError(f"context_length and max_batch_tokens must be >= 0, got {context_length}, {max_batch_tokens}")
         self._model = model
         self._tokenizer = model.tokenizer  # kept: generate() decodes even after model.close()
         # The same C model as `model` (one mapping, one device); the C context retains it.
@@ -189,7 +189,7 @@ class Context:
         ``stop_tokens`` (it is appended and returned) or when the context is full. The same seed and
         context give the same tokens."""
         if max_output_tokens < 0:
-            raise ValueError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
+            raise InvalidArgumentError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
         return list(
             self._interruptible(
                 self._native.sample,
@@ -226,7 +226,7 @@ class Context:
         ...     print(piece.text, end="", flush=True)
         """
         if max_output_tokens < 0:
-            raise ValueError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
+            raise InvalidArgumentError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
         stops = frozenset(int(t) for t in stop_tokens)
         settings = (float(temperature), int(seed), float(top_p), int(top_k), float(min_p),
                     float(presence_penalty), float(frequency_penalty), float(repetition_penalty),
