@@ -43,8 +43,14 @@ def test_whole_corpus_and_python_tokenizer(native: _metal.Tokenizer, tiktoken_o2
     assert native.encode_c(text.encode("utf-8")) == ids  # bytes input is the same text
 
 
-# "random planes" holds code points that Unicode 17 (the `regex` module's tables) assigned after 16.
-@pytest.mark.parametrize("name", [name for name in CORPUS if name != "random planes"])
+# The random-range entries hold unassigned code points, whose classes change with each Unicode
+# version; the `regex` module follows the newest (17+, and a newer release may move more), tiktoken
+# 16.0. Their ids are still compared with tiktoken itself above; here only text of assigned
+# characters is compared piece by piece.
+RANDOM_RANGE_ENTRIES = {"random planes", "random scripts", "random bmp"}
+
+
+@pytest.mark.parametrize("name", [name for name in CORPUS if name not in RANDOM_RANGE_ENTRIES])
 def test_pieces_match_regex(name: str) -> None:
     """Piece boundaries equal the pattern's own matches (the `regex` module has tiktoken's semantics).
 
