@@ -1,6 +1,8 @@
 // Declarations shared by the translation units of the gpt_oss_metal._metal extension.
 #pragma once
 
+#include <string>
+
 #include <pybind11/pybind11.h>
 
 #include <gpt-oss.h>
@@ -10,6 +12,10 @@ namespace gptoss_python {
 // Raises the gpt_oss_metal.errors exception class matching `status`, with the runtime's last error
 // message for this thread (which names the file, field or argument at fault). Never returns.
 [[noreturn]] void raise_status(gptoss_status status, const char* what);
+
+// Records `message` as this thread's last error, then raises like raise_status: for failures the
+// bindings detect themselves (bad Python arguments), so they read like the runtime's own.
+[[noreturn]] void raise_message(gptoss_status status, const std::string& message);
 
 // Calls raise_status unless status is success.
 inline void check(gptoss_status status, const char* what) {

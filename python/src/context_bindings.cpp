@@ -11,17 +11,11 @@
 
 #include "bindings.h"
 #include "context_bindings.h"
-#include "internal/error.h"
 
 namespace py = pybind11;
 
 namespace gptoss_python {
 namespace {
-
-[[noreturn]] void raise_message(gptoss_status status, const std::string& message) {
-    gptoss_set_error(status, "%s", message.c_str());
-    raise_status(status, message.c_str());
-}
 
 uint32_t token_argument(const py::handle& value, size_t index) {
     const long long id = value.cast<long long>();

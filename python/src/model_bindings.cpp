@@ -9,7 +9,6 @@
 #include <pybind11/stl.h>
 
 #include "bindings.h"
-#include "internal/error.h"
 #include "internal/model-file.h"
 #include "internal/uuid.h"
 
@@ -17,12 +16,6 @@ namespace py = pybind11;
 
 namespace gptoss_python {
 namespace {
-
-// Raises the errors-module class for `status` with `message` (for failures detected here).
-[[noreturn]] void raise_message(gptoss_status status, const std::string& message) {
-    gptoss_set_error(status, "%s", message.c_str());
-    raise_status(status, message.c_str());
-}
 
 // Like raise_status, but for an OS failure also sets the exception's errno attribute (it is a
 // GptOssIOError, an OSError), so `except OSError as e: e.errno == errno.ENOENT` works. Only errno

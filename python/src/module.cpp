@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "bindings.h"
+#include "internal/error.h"
 #include "bpe_bindings.h"
 #include "context_bindings.h"
 #include "launch_selftest_bindings.h"
@@ -24,6 +25,11 @@ namespace gptoss_python {
     py::object exception = errors.attr("exception_for_status")(static_cast<int>(status), message);
     PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception.ptr())), exception.ptr());
     throw py::error_already_set();
+}
+
+[[noreturn]] void raise_message(gptoss_status status, const std::string& message) {
+    gptoss_set_error(status, "%s", message.c_str());
+    raise_status(status, message.c_str());
 }
 
 }  // namespace gptoss_python
