@@ -27,12 +27,12 @@ import json
 import math
 import os
 import struct
-import tempfile
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from . import model_bin
+from ._files import atomic_output
 from .errors import GptOssError
 from .model_bin import MXFP4_BLOCK, MXFP4_SCALE_OFFSET, ModelHeader, bf16_to_f32, f32_to_bf16
 
@@ -690,61 +690,33 @@ def convert_checkpoint(src: str, dst: str, progress: bool = True) -> model_bin.M
     layout = model_bin.compute_layout(
         h, model_bin.NUM_SPECIAL_TOKENS, model_bin.NUM_TEXT_TOKENS, len(regex), len(tokens)
     )
-    dst_dir = os.path.dirname(os.path.abspath(dst))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dst)}.", suffix=".partial", dir=dst_dir)
     try:
-        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp makes 0600; give the usual file mode
         from tqdm.auto import tqdm
 
-        with os.fdopen(fd, "wb") as f, tqdm(
-            total=layout.file_size, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=f"convert {layout_name}", disable=not progress,
-        ) as bar:
-            w = _Writer(f, bar)
-            w.write(model_bin.MAGIC)
-            w.write(model_bin.MODEL_UUID.bytes)
-            w.write(h.pack())
-            w.write(model_bin.LAYOUT_UUID.bytes)
-            w.write(model_bin.TOKENIZER_UUID.bytes)
-            w.write(struct.pack("<4I", model_bin.NUM_SPECIAL_TOKENS, model_bin.NUM_TEXT_TOKENS, len(regex), len(tokens)))
-            w.write(uuids)
-            assert w.pos == layout.regex_offset
-            w.write(regex)
-            w.write(tokens)
-            _write_weights(w, ckpt, layout)
+        with atomic_output(dst, suffix=".partial") as (f, tmp):
+            with tqdm(
+                total=layout.file_size, unit="B", unit_scale=True, unit_divisor=1024,
+                desc=f"convert {layout_name}", disable=not progress,
+            ) as bar:
+                w = _Writer(f, bar)
+                w.write(model_bin.MAGIC)
+                w.write(model_bin.MODEL_UUID.bytes)
+                w.write(h.pack())
+                w.write(model_bin.LAYOUT_UUID.bytes)
+                w.write(model_bin.TOKENIZER_UUID.bytes)
+                w.write(struct.pack("<4I", model_bin.NUM_SPECIAL_TOKENS, model_bin.NUM_TEXT_TOKENS, len(regex), len(tokens)))
+                w.write(uuids)
+                assert w.pos == layout.regex_offset
+                w.write(regex)
+                w.write(tokens)
+                _write_weights(w, ckpt, layout)
             f.flush()
-            os.fsync(f.fileno())
-        written = model_bin.read_model_bin(tmp)
-        if written.header.pack() != h.pack() or written.layout.file_size != os.path.getsize(tmp):
-            raise ConversionError(f"{tmp}: re-reading the written file gave a different header or size")
-        del written
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+            written = model_bin.read_model_bin(tmp)
+            if written.header.pack() != h.pack() or written.layout.file_size != os.path.getsize(tmp):
+                raise ConversionError(f"{tmp}: re-reading the written file gave a different header or size")
+            del written
     finally:
         ckpt.shards.close()
-    _fsync_directory(dst_dir)
     return model_bin.read_model_bin(dst)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_directory(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the rename itself is still atomic
-    finally:
-        os.close(fd)

@@ -20,9 +20,9 @@ import gzip
 import hashlib
 import importlib.resources
 import os
-import tempfile
 
 from . import model_bin
+from ._files import atomic_output
 
 __all__ = [
     "O200K_BASE_SHA256",
@@ -144,19 +144,8 @@ def _install(directory: str, filename: str) -> str:
                 return directory
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=f".{filename}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_output(path) as (f, _):
+        f.write(data)
     return directory
 
 
