@@ -233,6 +233,18 @@ static id<MTLLibrary> load_library(GptossMetalDevice* state, size_t index, const
     return library;
 }
 
+/*
+ * The pipeline option that fills reflection.bindings. The macOS 15 SDK renamed bit 0 of
+ * MTLPipelineOption from MTLPipelineOptionArgumentInfo (deprecated there) to
+ * MTLPipelineOptionBindingInfo; both SDK generations mean the same bit, and the 14 SDK (Xcode 15)
+ * has only the old name. Pick the name by the SDK compiled against, not by the deployment target.
+ */
+#if defined(MAC_OS_VERSION_15_0) && __MAC_OS_X_VERSION_MAX_ALLOWED >= MAC_OS_VERSION_15_0
+#define GPTOSS_PIPELINE_OPTION_BINDING_INFO MTLPipelineOptionBindingInfo
+#else
+#define GPTOSS_PIPELINE_OPTION_BINDING_INFO MTLPipelineOptionArgumentInfo
+#endif
+
 /* Declared argument indices from the pipeline's reflection (bindings: macOS 13+), so that encode
  * rejects an unbound [[buffer(i)]] / [[threadgroup(i)]] on the GPU as on the CPU layer. */
 static void record_declared_arguments(MTLComputePipelineReflection* reflection, struct gptoss_function* function)
@@ -276,7 +288,7 @@ static enum gptoss_status metal_function_create(struct gptoss_device* device, st
         id<MTLComputePipelineState> pipeline = nil;
         if (@available(macOS 13.0, *)) {  /* always true here: gptoss_metal_device_init requires macOS 14 */
             pipeline = [state.device newComputePipelineStateWithFunction:mtl_function
-                                                                 options:MTLPipelineOptionBindingInfo
+                                                                 options:GPTOSS_PIPELINE_OPTION_BINDING_INFO
                                                               reflection:&reflection
                                                                    error:&error];
         }
