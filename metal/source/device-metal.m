@@ -221,6 +221,19 @@ static id<MTLLibrary> load_library(GptossMetalDevice* state, size_t index, const
         if (@available(macOS 14.0, *)) {  /* always true here: gptoss_metal_device_init requires macOS 14 */
             options.languageVersion = MTLLanguageVersion3_1;
         }
+        /* IEEE semantics as in the METALLIB build and on the CPU layer (docs/metal.md, "One numerical
+         * contract"): Metal compiles with fast math by default, which may fold the NaN/-inf tests of
+         * the sampling kernels. macOS 15 deprecates fastMathEnabled for mathMode; the 14 SDK has only
+         * the former, so the SDK decides which the source may name, the running macOS which is used. */
+#if defined(MAC_OS_VERSION_15_0) && __MAC_OS_X_VERSION_MAX_ALLOWED >= MAC_OS_VERSION_15_0
+        if (@available(macOS 15.0, *)) {
+            options.mathMode = MTLMathModeSafe;
+        } else {
+            options.fastMathEnabled = NO;
+        }
+#else
+        options.fastMathEnabled = NO;
+#endif
         library = source == nil ? nil : [state.device newLibraryWithSource:source options:options error:&error];
     }
     if (library == nil) {
