@@ -15,6 +15,7 @@
 /* Metal's limits on argument table indices (buffers: 31, threadgroup memory: 31). */
 #define GPTOSS_MAX_ARGUMENT_INDEX 31
 
+#ifndef GPTOSS_WITH_METAL  /* only the no-Metal message names the kind (unused, -Wunused-function, otherwise) */
 static const char* device_kind_name(enum gptoss_device_kind kind) {
     switch (kind) {
         case gptoss_device_kind_any: return "any";
@@ -23,6 +24,7 @@ static const char* device_kind_name(enum gptoss_device_kind kind) {
     }
     return "unknown";
 }
+#endif
 
 static enum gptoss_status resolve_device_kind(enum gptoss_device_kind requested, enum gptoss_device_kind* kind_out) {
     if (requested == gptoss_device_kind_any) {
