@@ -49,7 +49,7 @@ def test_manifest_is_the_projects_data(manifest: dict) -> None:
     assert "Copyright" not in text and "@interface" not in text and "API_AVAILABLE(" not in text
     assert manifest["deployment_target"] == "14.0"
     for key, entry in manifest["entries"].items():
-        assert entry.get("kind") in {"class", "protocol", "property", "method", "enum constant", "function",
+        assert entry.get("kind") in {"class", "protocol", "property", "class property", "method", "enum constant", "function",
                                      "macro", "type", "struct", "field"}, key
         for version in ("introduced", "deprecated"):
             if version in entry:

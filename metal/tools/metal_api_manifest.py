@@ -394,10 +394,21 @@ class Extractor:
         return bool(entry) and entry.get("kind") == "class"
 
     # Types of expressions (enough for the receivers in this file).
-    def member(self, owner: str | None, name: str, line: int, record: bool = True) -> str | None:
-        """Records `owner.name` (property, or unary method called with dot syntax); returns its type."""
+    def member(self, owner: str | None, name: str, line: int, record: bool = True, class_side: bool = False) -> str | None:
+        """Records `owner.name` (property, or unary method called with dot syntax); returns its type.
+        class_side: `Owner.name` on a class name, a class property ("+[Owner name]")."""
         if owner is None:
             return None
+        if class_side:
+            key = self.resolver.find_member(self.own_classes.get(owner, owner), "+[{owner} " + name + "]")
+            if key is None:
+                if record:
+                    self.add_use(f"+[{owner} {name}]", line, what=f"class property {name} of {owner}")
+                return None
+            if record:
+                self.add_use(key, line)
+            result = (self.resolver.entry(key) or {}).get("type") or (self.resolver.entry(key) or {}).get("returns")
+            return owner if result == "instancetype" else result
         if (owner, name) in self.own_props or (owner in self.own_classes and self.own_class_prop(owner, name)):
             return self.own_props.get((owner, name)) or self.own_class_prop(owner, name)
         start = self.own_classes.get(owner, owner)
@@ -418,7 +429,7 @@ class Extractor:
     def expression_type(self, start: int, end: int, record: bool = True) -> str | None:
         """Type of tokens[start:end] (a receiver or a dot chain root), recording the members it uses."""
         toks = self.tokens
-        i, current = start, None
+        i, current, class_side = start, None, False
         if i >= end:
             return None
         if toks[i].text == "(":
@@ -437,13 +448,16 @@ class Extractor:
             name = toks[i].text
             current = self.var_types.get(name)
             if current is None and self.is_class_name(name):
-                current = name
+                current, class_side = name, True
+            if current is None and API_PREFIX.match(name) and i + 1 < end and toks[i + 1].text == ".":
+                self.add_use(name, toks[i].line)      # an unknown class: reported as such
             i += 1
         else:
             return None
         while i < end:
             if toks[i].text == "." and i + 1 < end and toks[i + 1].kind == "ident":
-                current = self.member(current, toks[i + 1].text, toks[i + 1].line, record)
+                current = self.member(current, toks[i + 1].text, toks[i + 1].line, record, class_side=class_side)
+                class_side = False
                 i += 2
             else:
                 return None
@@ -506,7 +520,8 @@ class Extractor:
             self.add_use(f"{sign}[{receiver} {selector}]", line, what=f"selector {selector} of {receiver}")
             return None
         self.add_use(key, line)
-        result = (self.resolver.entry(key) or {}).get("returns")
+        entry = self.resolver.entry(key) or {}
+        result = entry.get("returns") or entry.get("type")
         return receiver if result == "instancetype" else result
 
     def add_use(self, key: str, line: int, candidates: list[str] | None = None, what: str = "") -> None:
@@ -756,8 +771,12 @@ class SdkIndex(Resolver):
                 if not names:
                     continue
                 name = names[-1]
-                entry = {"kind": "property", "type": object_type(toks[i:cut][:-1]), **owner_avail, **availability(decl)}
-                self.members.setdefault(f"{owner}.{name}", entry)
+                attributes = decl[:decl.find(")") + 1] if toks[1:2] == ["("] else ""
+                is_class = re.search(r"\bclass\b", attributes) is not None
+                entry = {"kind": "class property" if is_class else "property", "type": object_type(toks[i:cut][:-1]),
+                         **owner_avail, **availability(decl)}
+                # A class property is read as [Owner name] or Owner.name: the getter is a class method.
+                self.members.setdefault(f"+[{owner} {name}]" if is_class else f"{owner}.{name}", entry)
             elif decl.startswith(("-", "+")):
                 toks = [t.text for t in tokenize(decl)]
                 i = 1
