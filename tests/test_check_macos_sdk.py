@@ -68,9 +68,8 @@ def test_check_manifest_needs_no_sdk() -> None:
     assert result.stdout.startswith("PASS api-manifest")
 
 
+@pytest.mark.skipif(sys.platform == "darwin", reason="on a Mac the wrapper defaults to xcrun's SDK instead of refusing")
 def test_wrapper_passes_through_the_refusal() -> None:
-    if not WRAPPER.exists():
-        pytest.skip("no scripts/check-macos-sdk.sh")
     env = {k: v for k, v in os.environ.items() if k != "GPTOSS_MACOS_SDK"}
     result = subprocess.run(["bash", str(WRAPPER)], capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode != 0
