@@ -43,7 +43,7 @@ THREADGROUP_VARIABLE = re.compile(
     rf"(?<![\w.:])threadgroup\s+(?P<type>{TYPE})\s+(?P<name>{IDENT})\s*(?P<dims>(?:\[[^\]\[;]+\]\s*)*);"
 )
 KERNEL_HEAD = re.compile(
-    rf"(?P<attr>\[\[\s*max_total_threads_per_threadgroup\s*\((?P<max>[^)]*)\)\s*\]\]\s*)?"
+    rf"(?P<attr>\[\[\s*max_total_threads_per_threadgroup\s*\((?P<max>(?:[^()]|\((?:[^()]|\([^()]*\))*\))*)\)\s*\]\]\s*)?"
     rf"(?P<kw>\bkernel\b|\[\[\s*kernel\s*\]\])\s+void\s+(?P<name>{IDENT})\s*\("
 )
 HALF_LITERAL = re.compile(r"(?<![\w.])((?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)[hH]\b")
@@ -588,6 +588,7 @@ def translate(source: str, display_path: str, file_id: str, output_path: str = "
         include_dirs = [os.path.dirname(os.path.abspath(display_path)), PROJECT_INCLUDE_DIR]
     constants = ConstantEvaluator(text, include_dirs)
     atomic_guarded = guarded_lines(text, ATOMIC_ULONG_MACRO)
+    deferred_checks: list[str] = []
     kernels: list[Kernel] = []
     pieces: list[str] = []
     pos = 0
@@ -611,8 +612,8 @@ def translate(source: str, display_path: str, file_id: str, output_path: str = "
             max_threads = constants.evaluate(kernel.max_threads)
             if max_threads is None:
                 checks.append(f"static_assert(({kernel.max_threads}) >= 1 && ({kernel.max_threads}) <= "
-                              f"{MAX_THREADS_PER_THREADGROUP}, \"kernel {name}: [[max_total_threads_per_threadgroup(n)]] "
-                              f"needs 1 <= n <= {MAX_THREADS_PER_THREADGROUP} (Apple GPUs)\");")
+                              f"{MAX_THREADS_PER_THREADGROUP}, \"kernel {name}: the maximum total threads per "
+                              f"threadgroup must be 1..{MAX_THREADS_PER_THREADGROUP} (max_total_threads_per_threadgroup, Apple GPUs)\");")
             elif not 1 <= max_threads <= MAX_THREADS_PER_THREADGROUP:
                 raise TranslationError(f"line {line}: kernel {name}: [[max_total_threads_per_threadgroup({kernel.max_threads})]] "
                                        f"is {max_threads}; Apple GPUs run at most {MAX_THREADS_PER_THREADGROUP} threads per "
@@ -660,9 +661,12 @@ def translate(source: str, display_path: str, file_id: str, output_path: str = "
         kernel.has_threadgroup_vars = bool(members)
         prefix = f"struct {struct_name} {{ {' '.join(members)} }}; " if members else ""
         if members and any(entry is None for entry in layout):
-            checks.append(f"static_assert(sizeof({struct_name}) <= {MAX_THREADGROUP_MEMORY}, \"kernel {name}: threadgroup "
-                          f"variables over {MAX_THREADGROUP_MEMORY} bytes (32 KiB, the Metal limit)\");")
-        prefix += " ".join(checks) + (" " if checks else "")
+            checks.append(f"static_assert(sizeof({struct_name}) <= {MAX_THREADGROUP_MEMORY}, \"kernel {name}: more than "
+                          f"{MAX_THREADGROUP_MEMORY} bytes (32 KiB, the Metal limit) of `threadgroup` variables\");")
+        # Inserted after the rewrites below (their messages must not be rewritten or rejected).
+        for check in checks:
+            prefix += f"@@msl_check_{len(deferred_checks)}@@ "
+            deferred_checks.append(check)
         params_rewritten = ", ".join(
             " ".join(rewrite_pointer_types(p.type_text + " ").split()) + " " + p.name for p in kernel.params
         )
@@ -677,6 +681,10 @@ def translate(source: str, display_path: str, file_id: str, output_path: str = "
     pieces.append(text[pos:])
     text = "".join(pieces)
 
+    m = re.search(r"\bmax_total_threads_per_threadgroup\b", text)
+    if m:
+        raise TranslationError(f"line {line_of(text, m.start())}: [[max_total_threads_per_threadgroup(n)]] must directly "
+                               "precede `kernel void name(` (MSL spec 5.1.3); elsewhere the CPU layer could not honour it")
     m = THREADGROUP_VARIABLE.search(text)
     if m:
         raise TranslationError(f"line {line_of(text, m.start())}: threadgroup variable '{m.group('name')}' outside a "
@@ -695,6 +703,8 @@ def translate(source: str, display_path: str, file_id: str, output_path: str = "
         km = re.search(r"\bkernel\b", text)
         raise TranslationError(f"line {line_of(text, km.start())}: unrecognised kernel declaration "
                                "(expected `kernel void name(...) {`)")
+
+    text = re.sub(r"@@msl_check_(\d+)@@", lambda cm: deferred_checks[int(cm.group(1))], text)
 
     path_literal = display_path.replace("\\", "\\\\").replace('"', '\\"')
     family_macro = (f"#define {ATOMIC_ULONG_MACRO} 1  // like the compiler for an {gpu_family} GPU\n"
