@@ -152,6 +152,7 @@ def test_cxx14_syntax_passes(tmp_path):
     source = HEAD + """#pragma METAL fp contract(off)
 namespace a { namespace b { constexpr int N = 4; } }
 static_assert(a::b::N == 4, "four");
+static_assert(a::b::N < 5 && a::b::N > 3, "a comparison before the message");
 template <class... T> int count(T... t) { return sizeof...(T); }
 template <class T> inline T twice(T x) { return x + x; }
 inline int f(int x) { return count(x, x) + twice(x); }

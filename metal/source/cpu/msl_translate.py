@@ -485,7 +485,7 @@ class ConstantEvaluator:
             return None
 
 
-def check_source_rules(text: str, atomic_ulong_defined: bool) -> None:
+def check_source_rules(text: str) -> None:
     """File-wide rules on comment-masked source text."""
     code = mask_strings(text)
     for pattern, message in METAL32_ONLY:
@@ -511,7 +511,12 @@ def check_source_rules(text: str, atomic_ulong_defined: bool) -> None:
                                    "(MSL spec 1.5, Metal and C++14)")
     for m in re.finditer(r"\bstatic_assert\s*\(", no_directives):
         close = matching(no_directives, m.end() - 1, "(", ")")
-        if len(split_top_level(no_directives[m.end():close])) < 2:
+        depth, has_message = 0, False
+        for ch in no_directives[m.end():close]:  # a top-level comma; `<` may be a comparison here
+            depth += ch in "([{"
+            depth -= ch in ")]}"
+            has_message |= ch == "," and depth == 0
+        if not has_message:
             raise TranslationError(f"line {line_of(code, m.start())}: static_assert without a message is C++17; "
                                    f"-std={METAL_STD} is based on C++14 (MSL spec 1.5, Metal and C++14)")
     guarded = guarded_lines(code, ATOMIC_ULONG_MACRO)
@@ -583,7 +588,7 @@ def translate(source: str, display_path: str, file_id: str, output_path: str = "
         raise TranslationError(f"unknown GPU family '{gpu_family}' (known: {', '.join(GPU_FAMILIES)})")
     text = mask_comments(source)
     check_rejected(text)
-    check_source_rules(text, GPU_FAMILIES[gpu_family])
+    check_source_rules(text)
     if include_dirs is None:
         include_dirs = [os.path.dirname(os.path.abspath(display_path)), PROJECT_INCLUDE_DIR]
     constants = ConstantEvaluator(text, include_dirs)
