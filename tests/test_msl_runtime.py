@@ -55,6 +55,17 @@ def test_builtins_ushort_forms():
     np.testing.assert_array_equal(out[..., 3], ((y % 2) * 32 + x % 32) % 32)
 
 
+def test_builtins_ushort_scalar_forms():
+    out = np.zeros(3 * 40 * 4, np.uint16)
+    run_kernel("runtime_builtins_short_scalar", 3, 40, {0: out})
+    out = out.reshape(3 * 40, 4)
+    gid = np.arange(3 * 40)
+    np.testing.assert_array_equal(out[:, 0], gid % 40)   # thread_position_in_threadgroup
+    np.testing.assert_array_equal(out[:, 1], gid // 40)  # threadgroup_position_in_grid
+    np.testing.assert_array_equal(out[:, 2], np.full(3 * 40, 40))
+    np.testing.assert_array_equal(out[:, 3], gid % 40)   # thread_index_in_threadgroup
+
+
 def test_pointers_casts_helpers_constants_half_literals():
     n = 16
     rng = np.random.default_rng(1)

@@ -3,12 +3,11 @@
 using namespace metal;
 
 // counters: [0] uint fetch_add, [1] int fetch_sub, [2] uint max, [3] uint min, [4] or, [5] and,
-// [6] xor, [7] exchange target; fsum: float add; ulongs: [0] min, [1] max (64-bit).
+// [6] xor, [7] exchange target; fsum: float add.
 kernel void runtime_atomic_device(
     const device uint* in [[buffer(0)]],
     device atomic_uint* counters [[buffer(1)]],
     device atomic_float* fsum [[buffer(2)]],
-    device atomic<ulong>* ulongs [[buffer(3)]],
     device uint* previous [[buffer(4)]],
     uint gid [[thread_position_in_grid]])
 {
@@ -21,10 +20,22 @@ kernel void runtime_atomic_device(
     atomic_fetch_and_explicit(&counters[5], ~(1u << (x % 32)), memory_order_relaxed);
     atomic_fetch_xor_explicit(&counters[6], x, memory_order_relaxed);
     atomic_fetch_add_explicit(fsum, 0.5f, memory_order_relaxed);
-    const ulong wide = (ulong(x) << 32) | ulong(gid);
+}
+
+// 64-bit atomic min/max (ulongs: [0] min, [1] max of (in[gid] << 32 | gid)). Only Apple9-family GPUs
+// (M3 and later) have them; their compiler defines __HAVE_ATOMIC_ULONG_MIN_MAX__ (MSL spec 6.15.4),
+// and so does the CPU layer, which behaves like an Apple9 GPU. On M1/M2 the kernel does not exist.
+#if defined(__HAVE_ATOMIC_ULONG_MIN_MAX__)
+kernel void runtime_atomic_ulong_minmax(
+    const device uint* in [[buffer(0)]],
+    device atomic_ulong* ulongs [[buffer(1)]],
+    uint gid [[thread_position_in_grid]])
+{
+    const ulong wide = (ulong(in[gid]) << 32) | ulong(gid);
     atomic_min_explicit(&ulongs[0], wide, memory_order_relaxed);
     atomic_max_explicit(&ulongs[1], wide, memory_order_relaxed);
 }
+#endif
 
 // Histogram of in % 16 per threadgroup in threadgroup atomics, plus load/store/exchange/CAS.
 kernel void runtime_atomic_threadgroup(

@@ -48,19 +48,37 @@ kernel void runtime_builtins(
     o[15] = simd_size;
 }
 
-// ushort and 2-component forms of the built-ins.
+// ushort and 2-component forms of the built-ins. Metal requires a kernel's position attributes to be
+// all scalars or all vectors of one size (MSL spec 5.2.3.6), so the 2-component forms are here and
+// the scalar ushort forms in runtime_builtins_short_scalar.
 kernel void runtime_builtins_short(
     device ushort* out [[buffer(0)]],
     ushort2 gid [[thread_position_in_grid]],
-    ushort tid [[thread_position_in_threadgroup]],
+    ushort2 tid [[thread_position_in_threadgroup]],
     ushort lane [[thread_index_in_simdgroup]],
     ushort2 grid_size [[threads_per_grid]])
 {
     device ushort* o = out + (uint(gid.y) * grid_size.x + gid.x) * 4;
     o[0] = gid.x;
     o[1] = gid.y;
-    o[2] = tid;
+    o[2] = tid.x;
     o[3] = lane;
+}
+
+// Scalar ushort forms of the position built-ins (a 1-D dispatch): 4 values per thread.
+kernel void runtime_builtins_short_scalar(
+    device ushort* out [[buffer(0)]],
+    ushort gid [[thread_position_in_grid]],
+    ushort tid [[thread_position_in_threadgroup]],
+    ushort group [[threadgroup_position_in_grid]],
+    ushort tptg [[threads_per_threadgroup]],
+    ushort index [[thread_index_in_threadgroup]])
+{
+    device ushort* o = out + uint(gid) * 4;
+    o[0] = tid;
+    o[1] = group;
+    o[2] = tptg;
+    o[3] = index;
 }
 
 // Writes one element past the end for the last thread: an out-of-bounds device write.
