@@ -180,23 +180,18 @@ static double gib(uint64_t bytes) {
     return (double) bytes / (double) (UINT64_C(1) << 30);
 }
 
+/* Bytes a region of the file takes as a Metal buffer: rounded up to the 16 KiB page. */
+static uint64_t region_length(uint64_t size) {
+    return (size + WEIGHTS_PAGE - 1) / WEIGHTS_PAGE * WEIGHTS_PAGE;
+}
+
 /*
- * Wraps file bytes [file_offset, file_offset + size) in place as one buffer, after checking that
- * the region (rounded up to the 16 KiB page, as Metal wraps it) fits the device's maximum buffer
- * length. file_offset is a multiple of 16 KiB; the mapping covers whole host pages, so rounding
- * the size up to the host page stays inside it.
+ * Wraps file bytes [file_offset, file_offset + size) in place as one buffer. file_offset is a
+ * multiple of 16 KiB; the mapping covers whole host pages, so rounding the size up to the host
+ * page stays inside it.
  */
-static enum gptoss_status wrap_region(struct gptoss_model* model, const struct gptoss_device_info* info,
-                                      const char* region, uint64_t file_offset, uint64_t size,
+static enum gptoss_status wrap_region(struct gptoss_model* model, uint64_t file_offset, uint64_t size,
                                       struct gptoss_buffer* buffer_out) {
-    const uint64_t length = (size + WEIGHTS_PAGE - 1) / WEIGHTS_PAGE * WEIGHTS_PAGE;
-    if (length > info->max_buffer_length) {
-        return gptoss_set_error(gptoss_status_insufficient_resources,
-            "%s: the %s (file bytes %" PRIu64 "..%" PRIu64 ") is %.2f GiB (%" PRIu64 " bytes), more than the "
-            "maximum buffer length of %.2f GiB (%" PRIu64 " bytes) of %s: this model cannot run on this device",
-            model->path, region, file_offset, file_offset + size, gib(length), length,
-            gib(info->max_buffer_length), info->max_buffer_length, info->name);
-    }
     const uint64_t page = (uint64_t) sysconf(_SC_PAGESIZE);
     const uint64_t wrapped = (size + page - 1) / page * page;
     return gptoss_buffer_wrap(model->device, (uint8_t*) model->mapping->ptr + file_offset, (size_t) wrapped, buffer_out);
@@ -204,12 +199,14 @@ static enum gptoss_status wrap_region(struct gptoss_model* model, const struct g
 
 /*
  * Memory checks against the device, then the weights wrapped in place: the dense region as one
- * buffer and one buffer per block's MoE section, each within the device's max_buffer_length.
+ * buffer and one buffer per block's MoE section, each within the device's max_buffer_length (a
+ * region above it fails the load naming every such region, its size and the limit).
  */
 static enum gptoss_status wrap_weights(struct gptoss_model* model) {
     struct gptoss_device_info info;
     gptoss_device_get_info(model->device, &info);
     const struct gptoss_model_layout* layout = &model->file.layout;
+    const uint32_t num_blocks = model->file.header.num_blocks;
     const uint64_t weights = model->weights_size;
     if (info.physical_memory != 0 && weights + PHYSICAL_MEMORY_MARGIN > info.physical_memory) {
         return gptoss_set_error(gptoss_status_insufficient_resources,
@@ -217,21 +214,38 @@ static enum gptoss_status wrap_weights(struct gptoss_model* model) {
             "exceed the physical memory of this machine (%.2f GiB; device %s): the model cannot run here",
             model->path, gib(weights), gib(PHYSICAL_MEMORY_MARGIN), gib(info.physical_memory), info.name);
     }
-    enum gptoss_status status = wrap_region(model, &info, "dense weights region (embedding, attention, router, "
-        "unembedding)", layout->weights_offset, layout->moe_offset - layout->weights_offset, &model->dense_weights);
+    const uint64_t dense_size = layout->moe_offset - layout->weights_offset;
+    const uint64_t dense_length = region_length(dense_size);
+    const uint64_t moe_length = region_length(layout->moe_size);
+    const bool dense_too_large = dense_length > info.max_buffer_length;
+    const bool moe_too_large = moe_length > info.max_buffer_length;
+    if (dense_too_large || moe_too_large) {
+        char dense_text[160] = "", moe_text[160] = "";
+        if (dense_too_large) {
+            snprintf(dense_text, sizeof(dense_text),
+                "the dense weights region (embedding, attention, router, unembedding) is %.2f GiB (%" PRIu64 " bytes)",
+                gib(dense_length), dense_length);
+        }
+        if (moe_too_large) {
+            snprintf(moe_text, sizeof(moe_text), "%sthe MoE section of each block (0..%" PRIu32 ") is %.2f GiB (%" PRIu64
+                " bytes)", dense_too_large ? " and " : "", num_blocks - 1, gib(moe_length), moe_length);
+        }
+        return gptoss_set_error(gptoss_status_insufficient_resources,
+            "%s: %s%s, more than the maximum buffer length of %.2f GiB (%" PRIu64 " bytes) of %s: the weights are "
+            "wrapped as one buffer per region, so this model cannot run on this device",
+            model->path, dense_text, moe_text, gib(info.max_buffer_length), info.max_buffer_length, info.name);
+    }
+    enum gptoss_status status = wrap_region(model, layout->weights_offset, dense_size, &model->dense_weights);
     if (status != gptoss_status_success) {
         return status;
     }
-    const uint32_t num_blocks = model->file.header.num_blocks;
     model->moe_weights = calloc(num_blocks, sizeof(struct gptoss_buffer));
     if (model->moe_weights == NULL) {
         return gptoss_set_error(gptoss_status_insufficient_memory, "%s: out of memory for the weight buffers", model->path);
     }
     for (uint32_t n = 0; n < num_blocks; n++) {
-        char region[64];
-        snprintf(region, sizeof(region), "MoE section of block %" PRIu32, n);
-        status = wrap_region(model, &info, region, layout->moe_offset + (uint64_t) n * layout->moe_stride,
-                             layout->moe_size, &model->moe_weights[n]);
+        status = wrap_region(model, layout->moe_offset + (uint64_t) n * layout->moe_stride, layout->moe_size,
+                             &model->moe_weights[n]);
         if (status != gptoss_status_success) {
             return status;
         }
