@@ -220,7 +220,12 @@ def test_kv_cache_above_max_buffer_length(tiny_model_bin: Path, monkeypatch: pyt
         message = str(info.value)
         assert f"KV cache buffer of a context of {max_context} tokens" in message and "fp32 KV cache" in message
         assert "use a shorter context_length or the fp16 KV cache" in message
-        Context(model, context_length=max_context).close()  # fp16: half the size, fits
+        ctx = Context(model, context_length=max_context)  # fp16: half the size, fits
+        with pytest.raises(InsufficientResourcesError, match="keeps its fp16 KV cache"):
+            ctx._native.set_fp32_kv(True)
+        ctx.append(PROMPT)
+        ctx.process()  # still usable
+        ctx.close()
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@
 #endif
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -257,7 +258,20 @@ enum gptoss_status gptoss_context_set_fp32_kv(gptoss_context_t context, int enab
     context->fp32_kv = enabled != 0;
     context->num_kv_tokens = 0;  /* the new cache holds nothing */
     context->ring_lo = 0;
-    return create_kv_cache(context);
+    enum gptoss_status status = create_kv_cache(context);
+    if (status != gptoss_status_success) {
+        /* E.g. the fp32 cache exceeds the device's max buffer length: keep a usable context in the
+         * old precision and report the failure (its message is kept over any from the retry). */
+        char message[1024];
+        snprintf(message, sizeof(message), "%s", gptoss_get_last_error_message());
+        context->fp32_kv = !context->fp32_kv;
+        if (create_kv_cache(context) != gptoss_status_success) {
+            return status;
+        }
+        return gptoss_set_error(status, "%s (the context keeps its %s KV cache)", message,
+                                context->fp32_kv ? "fp32" : "fp16");
+    }
+    return gptoss_status_success;
 }
 
 enum gptoss_status gptoss_context_set_output_all_logits(gptoss_context_t context, int enabled) {
