@@ -10,6 +10,7 @@
 #endif
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -62,7 +63,7 @@ static uint32_t vocabulary_of(const struct gptoss_context* context) {
     return context->model->file.layout.vocab_size;
 }
 
-/* Byte offset of a model.bin tensor inside the wrapped weights buffer. */
+/* Byte offset of a dense model.bin tensor inside the dense weights buffer (model->dense_weights). */
 static size_t weights_offset(const struct gptoss_context* context, uint64_t file_offset) {
     return (size_t) (file_offset - context->model->file.layout.weights_offset);
 }
@@ -104,11 +105,26 @@ static void context_destroy(struct gptoss_context* context) {
     free(context);
 }
 
+static double gib(uint64_t bytes) {
+    return (double) bytes / (double) (UINT64_C(1) << 30);
+}
+
 static enum gptoss_status create_buffer(struct gptoss_context* context, size_t size, const char* name,
                                         struct gptoss_buffer* buffer_out) {
     if (size == SIZE_MAX) {
         return gptoss_set_error(gptoss_status_insufficient_memory,
             "gptoss_context_create: the %s buffer size overflows", name);
+    }
+    /* Each context buffer is one device buffer: say which one and why it is that large. */
+    struct gptoss_device_info info;
+    gptoss_device_get_info(context->model->device, &info);
+    if ((uint64_t) size > info.max_buffer_length) {
+        return gptoss_set_error(gptoss_status_insufficient_resources,
+            "gptoss_context_create: the %s buffer of a context of %zu tokens (max_batch_tokens %zu%s) needs %.2f GiB "
+            "(%zu bytes), more than the maximum buffer length of %.2f GiB (%" PRIu64 " bytes) of %s: use a shorter "
+            "context_length%s", name, context->max_tokens, context->max_batch_tokens,
+            context->fp32_kv ? ", fp32 KV cache" : "", gib(size), size, gib(info.max_buffer_length),
+            info.max_buffer_length, info.name, context->fp32_kv ? " or the fp16 KV cache" : " or max_batch_tokens");
     }
     /* Zero-sized buffers are legal in the model (e.g. no MoE scratch needed) but not on every device. */
     return gptoss_buffer_create(context->model->device, max_size(size, 16), NULL, buffer_out);
@@ -242,7 +258,20 @@ enum gptoss_status gptoss_context_set_fp32_kv(gptoss_context_t context, int enab
     context->fp32_kv = enabled != 0;
     context->num_kv_tokens = 0;  /* the new cache holds nothing */
     context->ring_lo = 0;
-    return create_kv_cache(context);
+    enum gptoss_status status = create_kv_cache(context);
+    if (status != gptoss_status_success) {
+        /* E.g. the fp32 cache exceeds the device's max buffer length: keep a usable context in the
+         * old precision and report the failure (its message is kept over any from the retry). */
+        char message[1024];
+        snprintf(message, sizeof(message), "%s", gptoss_get_last_error_message());
+        context->fp32_kv = !context->fp32_kv;
+        if (create_kv_cache(context) != gptoss_status_success) {
+            return status;
+        }
+        return gptoss_set_error(status, "%s (the context keeps its %s KV cache)", message,
+                                context->fp32_kv ? "fp32" : "fp16");
+    }
+    return gptoss_status_success;
 }
 
 enum gptoss_status gptoss_context_set_output_all_logits(gptoss_context_t context, int enabled) {
@@ -390,7 +419,10 @@ static enum gptoss_status encode_block(struct gptoss_context* context, struct gp
     struct gptoss_model* model = context->model;
     const struct gptoss_model_header* h = header_of(context);
     const struct gptoss_model_kernels* kernels = &model->kernels;
-    const struct gptoss_buffer* w = &model->weights_buffer;
+    const struct gptoss_buffer* w = &model->dense_weights;
+    /* The block's experts: their own buffer, the section starting at offset 0 (model.c). */
+    const struct gptoss_buffer* moe = &model->moe_weights[block];
+    const size_t moe_section = 0;
     const int kv32 = context->fp32_kv ? 1 : 0;
     const uint32_t T = num_tokens;
     const uint32_t D = h->embedding_dim;
@@ -449,16 +481,14 @@ static enum gptoss_status encode_block(struct gptoss_context* context, struct gp
     if (status != gptoss_status_success) {
         return status;
     }
-    const size_t moe_section = weights_offset(context,
-        model->file.layout.moe_offset + (uint64_t) block * model->file.layout.moe_stride);
     if (T < GPTOSS_DENSE_GEMM_MIN_TOKENS) {
         status = gptoss_encode_moe_mlp1_swiglu_decode(cb, kernels->moe_mlp1_decode, &context->x_norm, 0,
-            &context->expert_ids, routing_offset, w, moe_section, &context->act, 0,
+            &context->expert_ids, routing_offset, moe, moe_section, &context->act, 0,
             T, D, h->mlp_dim, h->num_experts, k, h->swiglu_limit);
         if (status == gptoss_status_success) {
             status = gptoss_encode_moe_mlp2_accumulate_decode(cb, kernels->moe_mlp2_decode, &context->act, 0,
                 &context->expert_ids, routing_offset, &context->expert_weights, routing_offset,
-                w, moe_section, &context->residual, 0, T, D, h->mlp_dim, h->num_experts, k);
+                moe, moe_section, &context->residual, 0, T, D, h->mlp_dim, h->num_experts, k);
         }
         return status;
     }
@@ -466,13 +496,13 @@ static enum gptoss_status encode_block(struct gptoss_context* context, struct gp
         &context->moe_plan, 0, &context->moe_row_pairs, 0, T, h->num_experts, k);
     if (status == gptoss_status_success) {
         status = gptoss_encode_moe_mlp1_swiglu_prefill(cb, kernels->moe_mlp1_prefill, &context->x_norm, 0,
-            &context->moe_plan, 0, &context->moe_row_pairs, 0, w, moe_section, &context->act, 0,
+            &context->moe_plan, 0, &context->moe_row_pairs, 0, moe, moe_section, &context->act, 0,
             T, D, h->mlp_dim, h->num_experts, k, h->swiglu_limit);
     }
     if (status == gptoss_status_success) {
         status = gptoss_encode_moe_mlp2_prefill(cb, kernels->moe_mlp2_prefill, &context->act, 0,
             &context->moe_plan, 0, &context->moe_row_pairs, 0, &context->expert_weights, routing_offset,
-            w, moe_section, &context->expert_out, 0, T, D, h->mlp_dim, h->num_experts, k);
+            moe, moe_section, &context->expert_out, 0, T, D, h->mlp_dim, h->num_experts, k);
     }
     if (status == gptoss_status_success) {
         status = gptoss_encode_moe_gather(cb, kernels->moe_gather, &context->expert_out, 0,
@@ -490,7 +520,7 @@ static enum gptoss_status encode_chunk(struct gptoss_context* context, struct gp
     const uint32_t D = h->embedding_dim;
     enum gptoss_status status = gptoss_encode_embeddings(cb, model->kernels.embeddings,
         &context->tokens, first_position * sizeof(uint32_t),
-        &model->weights_buffer, weights_offset(context, layout->embedding.offset),
+        &model->dense_weights, weights_offset(context, layout->embedding.offset),
         &context->residual, 0, (uint32_t) num_tokens, D, layout->vocab_size);
     for (uint32_t n = 0; n < h->num_blocks && status == gptoss_status_success; n++) {
         status = encode_block(context, cb, n, (uint32_t) first_position, (uint32_t) num_tokens);
@@ -507,8 +537,8 @@ static enum gptoss_status encode_chunk(struct gptoss_context* context, struct gp
     *num_logits_rows_out = rows;
     return gptoss_encode_unembedding(cb, &dense,
         &context->residual, first_row * D * sizeof(float),
-        &model->weights_buffer, weights_offset(context, layout->final_norm.offset),
-        &model->weights_buffer, weights_offset(context, layout->unembedding.offset),
+        &model->dense_weights, weights_offset(context, layout->final_norm.offset),
+        &model->dense_weights, weights_offset(context, layout->unembedding.offset),
         &context->x_norm, 0, &context->logits, 0,
         (uint32_t) rows, D, layout->vocab_size, h->rmsnorm_epsilon);
 }

@@ -30,10 +30,7 @@
 #endif
 
 /* Backend state of one gptoss_device (device->impl). */
-@interface GptossMetalDevice : NSObject {
-@public
-    uint64_t residentBytes;   /* allocated + wrapped buffer bytes; updated with __atomic builtins */
-}
+@interface GptossMetalDevice : NSObject
 @property(nonatomic, strong) id<MTLDevice> device;
 /* One queue for the device. Apple: command buffers may be created from one queue on several
  * threads; one command buffer must not be encoded from two threads (each commit encodes its own). */
@@ -76,24 +73,6 @@ static void metal_device_destroy(struct gptoss_device* device) {
 
 /* ---- Buffers ---- */
 
-/* Counts `bytes` against recommendedMaxWorkingSetSize; on success the caller owns the reservation. */
-static enum gptoss_status reserve_working_set(GptossMetalDevice* state, uint64_t bytes, const char* what) {
-    const uint64_t limit = state.device.recommendedMaxWorkingSetSize;
-    const uint64_t total = __atomic_add_fetch(&state->residentBytes, bytes, __ATOMIC_RELAXED);
-    if (limit != 0 && total > limit) {
-        __atomic_sub_fetch(&state->residentBytes, bytes, __ATOMIC_RELAXED);
-        return gptoss_set_error(gptoss_status_insufficient_resources,
-            "the model does not fit the GPU's recommended working set: %.2f GiB needed, %.2f GiB available "
-            "(%s of %.2f GiB with %.2f GiB already in buffers on %s)",
-            gib(total), gib(limit), what, gib(bytes), gib(total - bytes), state.device.name.UTF8String);
-    }
-    return gptoss_status_success;
-}
-
-static void release_working_set(GptossMetalDevice* state, uint64_t bytes) {
-    __atomic_sub_fetch(&state->residentBytes, bytes, __ATOMIC_RELAXED);
-}
-
 static enum gptoss_status metal_buffer_create(struct gptoss_device* device, size_t size, const void* data,
                                               struct gptoss_buffer* buffer)
 {
@@ -101,10 +80,8 @@ static enum gptoss_status metal_buffer_create(struct gptoss_device* device, size
         GptossMetalDevice* state = device_state(device);
         /* Never zero bytes (like the CPU layer), so contents is always a valid pointer. */
         const size_t length = size == 0 ? 16 : size;
-        enum gptoss_status status = reserve_working_set(state, length, "gptoss_buffer_create");
-        if (status != gptoss_status_success) {
-            return status;
-        }
+        /* No refusal at recommendedMaxWorkingSetSize: Metal runs beyond it (paging); model.c warns
+         * at load. device.c checked size against maxBufferLength. */
         /* Apple: newBufferWithLength:options: "creates a buffer the method clears with zero values";
          * newBufferWithBytes:length:options: copies length bytes. Shared storage: the CPU pointer
          * (contents) and the GPU see the same memory on Apple silicon. */
@@ -112,14 +89,9 @@ static enum gptoss_status metal_buffer_create(struct gptoss_device* device, size
             ? [state.device newBufferWithBytes:data length:length options:MTLResourceStorageModeShared]
             : [state.device newBufferWithLength:length options:MTLResourceStorageModeShared];
         if (mtl_buffer == nil) {
-            release_working_set(state, length);
             return gptoss_set_error(gptoss_status_insufficient_resources,
-                "gptoss_buffer_create: Metal could not allocate a %zu-byte shared buffer", size);
-        }
-        /* Account exactly what metal_buffer_release will subtract (MTLBuffer.length). */
-        if (mtl_buffer.length != length) {
-            release_working_set(state, length);
-            __atomic_add_fetch(&state->residentBytes, (uint64_t) mtl_buffer.length, __ATOMIC_RELAXED);
+                "gptoss_buffer_create: Metal could not allocate a %zu-byte shared buffer on %s", size,
+                state.device.name.UTF8String);
         }
         buffer->ptr = mtl_buffer.contents;
         buffer->impl = (void*) CFBridgingRetain(mtl_buffer);
@@ -150,22 +122,19 @@ static enum gptoss_status metal_buffer_wrap(struct gptoss_device* device, void* 
             return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_buffer_wrap: size %zu is too large", size);
         }
         const size_t length = (size + page - 1) / page * page;
-        enum gptoss_status status = reserve_working_set(state, length, "gptoss_buffer_wrap");
-        if (status != gptoss_status_success) {
-            return status;
+        /* device.c checked size; the page rounding must not push the MTLBuffer past the limit either. */
+        if ((uint64_t) length > (uint64_t) state.device.maxBufferLength) {
+            return gptoss_set_error(gptoss_status_insufficient_resources,
+                "gptoss_buffer_wrap: %zu bytes (%.2f GiB, page-rounded) exceed the maximum buffer length of %.2f GiB on %s",
+                length, gib(length), gib(state.device.maxBufferLength), state.device.name.UTF8String);
         }
         /* deallocator nil: the caller owns the memory and keeps it alive until the buffer is released. */
         id<MTLBuffer> mtl_buffer = [state.device newBufferWithBytesNoCopy:ptr length:length
                                                                   options:MTLResourceStorageModeShared
                                                               deallocator:nil];
         if (mtl_buffer == nil) {
-            release_working_set(state, length);
             return gptoss_set_error(gptoss_status_insufficient_resources,
                 "gptoss_buffer_wrap: Metal could not wrap %zu bytes at %p without copying", length, ptr);
-        }
-        if (mtl_buffer.length != length) {  /* account exactly what metal_buffer_release subtracts */
-            release_working_set(state, length);
-            __atomic_add_fetch(&state->residentBytes, (uint64_t) mtl_buffer.length, __ATOMIC_RELAXED);
         }
         buffer->impl = (void*) CFBridgingRetain(mtl_buffer);
         return gptoss_status_success;
@@ -177,9 +146,8 @@ static void metal_buffer_release(struct gptoss_buffer* buffer) {
         if (buffer->impl == NULL) {
             return;
         }
-        id<MTLBuffer> mtl_buffer = CFBridgingRelease(buffer->impl);
+        CFBridgingRelease(buffer->impl);
         buffer->impl = NULL;
-        release_working_set(device_state(buffer->device), mtl_buffer.length);
     }
 }
 
@@ -496,6 +464,10 @@ enum gptoss_status gptoss_metal_device_init(struct gptoss_device* device) {
         device->info.max_threads_per_threadgroup = (uint32_t) mtl_device.maxThreadsPerThreadgroup.width;
         device->info.max_threadgroup_memory = (uint32_t) mtl_device.maxThreadgroupMemoryLength;
         device->info.recommended_working_set = mtl_device.recommendedMaxWorkingSetSize;
+        /* The largest single MTLBuffer (created or wrapped without copying); model.c splits the
+         * weights so that no region exceeds it. */
+        device->info.max_buffer_length = (uint64_t) mtl_device.maxBufferLength;
+        device->info.physical_memory = (uint64_t) NSProcessInfo.processInfo.physicalMemory;
         device->info.num_compute_units = 0;  /* Metal does not report the GPU core count: unknown */
         return gptoss_status_success;
     }

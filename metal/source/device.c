@@ -135,6 +135,21 @@ void gptoss_device_get_info(const struct gptoss_device* device, struct gptoss_de
 
 /* ---- Buffers ---- */
 
+static double gib(uint64_t bytes) {
+    return (double) bytes / (double) (UINT64_C(1) << 30);
+}
+
+/* insufficient_resources if size exceeds the device's largest buffer (MTLDevice.maxBufferLength). */
+static enum gptoss_status check_buffer_length(const struct gptoss_device* device, const char* function, size_t size) {
+    const uint64_t limit = device->info.max_buffer_length;
+    if ((uint64_t) size > limit) {
+        return gptoss_set_error(gptoss_status_insufficient_resources,
+            "%s: a buffer of %zu bytes (%.2f GiB) exceeds the device's maximum buffer length of %" PRIu64
+            " bytes (%.2f GiB) on %s", function, size, gib(size), limit, gib(limit), device->info.name);
+    }
+    return gptoss_status_success;
+}
+
 enum gptoss_status gptoss_buffer_create(
     struct gptoss_device* device, size_t size, const void* data, struct gptoss_buffer* buffer_out)
 {
@@ -145,7 +160,11 @@ enum gptoss_status gptoss_buffer_create(
     if (device == NULL) {
         return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_buffer_create: device is NULL");
     }
-    enum gptoss_status status = device->ops->buffer_create(device, size, data, buffer_out);
+    enum gptoss_status status = check_buffer_length(device, "gptoss_buffer_create", size);
+    if (status != gptoss_status_success) {
+        return status;
+    }
+    status = device->ops->buffer_create(device, size, data, buffer_out);
     if (status != gptoss_status_success) {
         memset(buffer_out, 0, sizeof(*buffer_out));
         return status;
@@ -171,7 +190,11 @@ enum gptoss_status gptoss_buffer_wrap(
         return gptoss_set_error(gptoss_status_invalid_argument,
             "gptoss_buffer_wrap: pointer %p is not page-aligned (4096 bytes)", ptr);
     }
-    enum gptoss_status status = device->ops->buffer_wrap(device, ptr, size, buffer_out);
+    enum gptoss_status status = check_buffer_length(device, "gptoss_buffer_wrap", size);
+    if (status != gptoss_status_success) {
+        return status;
+    }
+    status = device->ops->buffer_wrap(device, ptr, size, buffer_out);
     if (status != gptoss_status_success) {
         memset(buffer_out, 0, sizeof(*buffer_out));
         return status;

@@ -88,6 +88,39 @@ size_t gptoss_launch_kv_element_size(const struct gptoss_function* function, con
     return strcmp(name + n, "16") == 0 ? 2 : strcmp(name + n, "32") == 0 ? 4 : 0;
 }
 
+enum gptoss_status gptoss_launch_check_simd(const char* wrapper, const struct gptoss_function* function) {
+    if (function == NULL) {
+        return gptoss_set_error(gptoss_status_invalid_argument, "%s: function is NULL", wrapper);
+    }
+    struct gptoss_function_info info;
+    gptoss_function_get_info(function, &info);
+    if (info.simd_width != GPTOSS_LAUNCH_SIMD_WIDTH) {
+        return gptoss_set_error(gptoss_status_unsupported_system,
+            "%s: kernel %s runs with %u-lane SIMD groups on this device (threadExecutionWidth); the kernels are "
+            "written for %u-lane SIMD groups", wrapper, gptoss_launch_function_name(function), info.simd_width,
+            GPTOSS_LAUNCH_SIMD_WIDTH);
+    }
+    return gptoss_status_success;
+}
+
+enum gptoss_status gptoss_launch_threads(
+    const char* wrapper, const struct gptoss_function* function, uint32_t preferred, uint32_t minimum,
+    uint32_t* threads_out)
+{
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_check_simd(wrapper, function));
+    struct gptoss_function_info info;
+    gptoss_function_get_info(function, &info);
+    const uint32_t limit = info.max_threads_per_threadgroup / GPTOSS_LAUNCH_SIMD_WIDTH * GPTOSS_LAUNCH_SIMD_WIDTH;
+    const uint32_t threads = preferred < limit ? preferred : limit;
+    if (threads < minimum || threads == 0) {
+        return gptoss_set_error(gptoss_status_unsupported_system,
+            "%s: kernel %s needs at least %u threads per threadgroup but its pipeline allows at most %u on this device",
+            wrapper, gptoss_launch_function_name(function), minimum, info.max_threads_per_threadgroup);
+    }
+    *threads_out = threads;
+    return gptoss_status_success;
+}
+
 enum gptoss_status gptoss_launch_encode(
     const char* wrapper, struct gptoss_command_buffer* command_buffer, const struct gptoss_function* function,
     uint32_t groups_x, uint32_t groups_y, uint32_t groups_z, uint32_t threads,
@@ -96,6 +129,16 @@ enum gptoss_status gptoss_launch_encode(
     if (num_bindings > GPTOSS_LAUNCH_MAX_BINDINGS) {
         return gptoss_set_error(gptoss_status_invalid_argument, "%s: %zu bindings exceed the launch limit of %d",
                                 wrapper, num_bindings, GPTOSS_LAUNCH_MAX_BINDINGS);
+    }
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_check_simd(wrapper, function));
+    struct gptoss_function_info info;
+    gptoss_function_get_info(function, &info);
+    if (threads > info.max_threads_per_threadgroup) {
+        /* Wrappers of adaptable kernels chose threads with gptoss_launch_threads: this size is fixed. */
+        return gptoss_set_error(gptoss_status_unsupported_system,
+            "%s: kernel %s needs %u threads per threadgroup (fixed by the kernel) but its pipeline allows at most %u "
+            "on this device", wrapper, gptoss_launch_function_name(function), threads,
+            info.max_threads_per_threadgroup);
     }
     struct gptoss_kernel_arg bound[GPTOSS_LAUNCH_MAX_BINDINGS + 1];
     bound[0] = (struct gptoss_kernel_arg) {.kind = gptoss_kernel_arg_bytes, .index = 0, .bytes = args,

@@ -39,7 +39,10 @@ enum gptoss_status gptoss_encode_embeddings(
     const struct gptoss_kernel_arg buffers[] = {
         gptoss_launch_buffer_arg(1, tokens, tokens_offset), gptoss_launch_buffer_arg(2, embedding, embedding_offset),
         gptoss_launch_buffer_arg(3, residual, residual_offset)};
-    return gptoss_launch_encode(wrapper, command_buffer, function, num_tokens, 1, 1, EMBEDDINGS_THREADS, &args,
+    /* Any multiple of 32 threads works (the kernel strides by threads_per_threadgroup). */
+    uint32_t threads = 0;
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_threads(wrapper, function, EMBEDDINGS_THREADS, 32, &threads));
+    return gptoss_launch_encode(wrapper, command_buffer, function, num_tokens, 1, 1, threads, &args,
                                 sizeof(args), buffers, 3);
 }
 

@@ -8,7 +8,7 @@
 #include "internal/kernels-moe.h"
 #include "internal/launch-common.h"
 
-#define MOE_DECODE_SIMDGROUPS 8      /* rows (activations / output features) per decode threadgroup */
+#define MOE_DECODE_SIMDGROUPS 8      /* rows (activations / output features) per decode threadgroup, at most */
 #define MOE_PREFILL_THREADS 128      /* 4 SIMD groups x 8 rows of a 32-row tile */
 #define MOE_PREFILL_TILE_COLUMNS 32  /* activations (mlp1) or output features (mlp2) per threadgroup */
 #define MOE_SCATTER_THREADS 1024
@@ -126,9 +126,12 @@ enum gptoss_status gptoss_encode_moe_mlp1_swiglu_decode(
         gptoss_launch_buffer_arg(1, x_norm, x_norm_offset), gptoss_launch_buffer_arg(2, expert_ids, expert_ids_offset),
         gptoss_launch_buffer_arg(3, moe_weights, moe_section_offset), gptoss_launch_buffer_arg(4, act, act_offset),
     };
+    /* A SIMD group per row: fewer per threadgroup when the pipeline allows fewer threads. */
+    uint32_t threads = 0;
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_threads(kernel, function, 32 * MOE_DECODE_SIMDGROUPS, 32, &threads));
     return gptoss_launch_encode(kernel, command_buffer, function,
-                                gptoss_launch_ceil_div(mlp_dim, MOE_DECODE_SIMDGROUPS), num_active, num_tokens,
-                                32 * MOE_DECODE_SIMDGROUPS, &args, sizeof(args), buffers, 4);
+                                gptoss_launch_ceil_div(mlp_dim, threads / 32), num_active, num_tokens,
+                                threads, &args, sizeof(args), buffers, 4);
 }
 
 enum gptoss_status gptoss_encode_moe_mlp2_accumulate_decode(
@@ -159,9 +162,11 @@ enum gptoss_status gptoss_encode_moe_mlp2_accumulate_decode(
         gptoss_launch_buffer_arg(4, moe_weights, moe_section_offset),
         gptoss_launch_buffer_arg(5, residual, residual_offset),
     };
+    uint32_t threads = 0;
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_threads(kernel, function, 32 * MOE_DECODE_SIMDGROUPS, 32, &threads));
     return gptoss_launch_encode(kernel, command_buffer, function,
-                                gptoss_launch_ceil_div(embedding_dim, MOE_DECODE_SIMDGROUPS), num_tokens, 1,
-                                32 * MOE_DECODE_SIMDGROUPS, &args, sizeof(args), buffers, 5);
+                                gptoss_launch_ceil_div(embedding_dim, threads / 32), num_tokens, 1,
+                                threads, &args, sizeof(args), buffers, 5);
 }
 
 enum gptoss_status gptoss_encode_moe_scatter(
@@ -184,7 +189,10 @@ enum gptoss_status gptoss_encode_moe_scatter(
         gptoss_launch_buffer_arg(1, expert_ids, expert_ids_offset), gptoss_launch_buffer_arg(2, plan, plan_offset),
         gptoss_launch_buffer_arg(3, row_pairs, row_pairs_offset),
     };
-    return gptoss_launch_encode(kernel, command_buffer, function, 1, 1, 1, MOE_SCATTER_THREADS, &args, sizeof(args),
+    /* Any multiple of 32 threads works (loops stride by threads_per_threadgroup). */
+    uint32_t threads = 0;
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_threads(kernel, function, MOE_SCATTER_THREADS, 32, &threads));
+    return gptoss_launch_encode(kernel, command_buffer, function, 1, 1, 1, threads, &args, sizeof(args),
                                 buffers, 3);
 }
 
@@ -277,6 +285,8 @@ enum gptoss_status gptoss_encode_moe_gather(
         gptoss_launch_buffer_arg(3, residual, residual_offset),
     };
     const uint32_t quads = embedding_dim / 4;
-    return gptoss_launch_encode(kernel, command_buffer, function, gptoss_launch_ceil_div(quads, MOE_GATHER_THREADS),
-                                num_tokens, 1, MOE_GATHER_THREADS, &args, sizeof(args), buffers, 3);
+    uint32_t threads = 0;  /* a thread per float4: any threadgroup size */
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_threads(kernel, function, MOE_GATHER_THREADS, 32, &threads));
+    return gptoss_launch_encode(kernel, command_buffer, function, gptoss_launch_ceil_div(quads, threads),
+                                num_tokens, 1, threads, &args, sizeof(args), buffers, 3);
 }

@@ -82,8 +82,11 @@ enum gptoss_status gptoss_encode_router(
         gptoss_launch_buffer_arg(7, expert_weights, expert_weights_offset),
         gptoss_launch_threadgroup_memory_arg(0, (size_t) D * 4),
     };
-    /* A SIMD group per router row up to 32 SIMD groups (E = 32: one row each; E = 128: four each). */
-    const uint32_t threads = 32 * (num_experts < 32 ? num_experts : 32);
+    /* A SIMD group per router row up to 32 SIMD groups (E = 32: one row each; E = 128: four each),
+     * fewer when the pipeline allows fewer threads (each SIMD group then takes more rows). */
+    uint32_t threads = 0;
+    GPTOSS_LAUNCH_CHECK(gptoss_launch_threads(wrapper, function, 32 * (num_experts < 32 ? num_experts : 32), 32,
+                                              &threads));
     return gptoss_launch_encode(wrapper, command_buffer, function, num_tokens, 1, 1, threads, &args, sizeof(args),
                                 bindings, GPTOSS_LAUNCH_COUNT(bindings));
 }

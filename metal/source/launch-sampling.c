@@ -201,23 +201,45 @@ enum gptoss_status gptoss_sampler_encode(
     const struct gptoss_kernel_arg selection = gptoss_launch_buffer_arg(9, s, l.selection);
     const struct gptoss_kernel_arg candidate_count = gptoss_launch_buffer_arg(10, s, l.candidate_count);
     const struct gptoss_kernel_arg candidates = gptoss_launch_buffer_arg(11, s, l.candidates);
-    const uint32_t T = GPTOSS_SAMPLING_THREADS;
+    /* Threads per threadgroup of each pass, within its pipeline's maximum: every sampling kernel but
+     * the histogram (one SIMD group) strides by threads_per_threadgroup and reduces over
+     * (threads + 31) / 32 SIMD groups, with ties broken by token id, so any multiple of 32 gives the
+     * same result. */
+    uint32_t t_clear = 0, t_count = 0, t_prepare = 0, t_gather = 0, t_select = 0;
     enum gptoss_status status;
+    if ((status = gptoss_launch_threads(wrapper, functions->prepare, GPTOSS_SAMPLING_THREADS, 32, &t_prepare)) !=
+        gptoss_status_success) {
+        return status;
+    }
+    if (penalties &&
+        ((status = gptoss_launch_threads(wrapper, functions->clear_counts, GPTOSS_SAMPLING_THREADS, 32, &t_clear)) !=
+             gptoss_status_success ||
+         (status = gptoss_launch_threads(wrapper, functions->count_history, GPTOSS_SAMPLING_THREADS, 32, &t_count)) !=
+             gptoss_status_success)) {
+        return status;
+    }
+    if (mode == gptoss_sampling_mode_truncated &&
+        ((status = gptoss_launch_threads(wrapper, functions->gather_race, GPTOSS_SAMPLING_THREADS, 32, &t_gather)) !=
+             gptoss_status_success ||
+         (status = gptoss_launch_threads(wrapper, functions->select, GPTOSS_SAMPLING_SELECT_THREADS, 32, &t_select)) !=
+             gptoss_status_success)) {
+        return status;
+    }
 
     scratch->encoded = 0;
     if (penalties) {
         const struct gptoss_kernel_arg b1[] = {counts, present};
-        status = dispatch(command_buffer, functions->clear_counts, gptoss_launch_ceil_div(vocabulary_size, T), T, &args,
+        status = dispatch(command_buffer, functions->clear_counts, gptoss_launch_ceil_div(vocabulary_size, t_clear), t_clear, &args,
                           b1, 2);
         if (status != gptoss_status_success) return status;
         const struct gptoss_kernel_arg b2[] = {history, counts, present};
-        status = dispatch(command_buffer, functions->count_history, gptoss_launch_ceil_div(history_count, T), T, &args,
+        status = dispatch(command_buffer, functions->count_history, gptoss_launch_ceil_div(history_count, t_count), t_count, &args,
                           b2, 3);
         if (status != gptoss_status_success) return status;
     }
     {
         const struct gptoss_kernel_arg b[] = {logits, counts, present, scaled, partials};
-        status = dispatch(command_buffer, functions->prepare, l.num_chunks, T, &args, b, 5);
+        status = dispatch(command_buffer, functions->prepare, l.num_chunks, t_prepare, &args, b, 5);
         if (status != gptoss_status_success) return status;
     }
     if (mode == gptoss_sampling_mode_truncated) {
@@ -226,10 +248,10 @@ enum gptoss_status gptoss_sampler_encode(
                           b1, 4);
         if (status != gptoss_status_success) return status;
         const struct gptoss_kernel_arg b2[] = {partials, hist_counts, hist_mass, selection, candidate_count};
-        status = dispatch(command_buffer, functions->select, 1, GPTOSS_SAMPLING_SELECT_THREADS, &args, b2, 5);
+        status = dispatch(command_buffer, functions->select, 1, t_select, &args, b2, 5);
         if (status != gptoss_status_success) return status;
         const struct gptoss_kernel_arg b3[] = {scaled, partials, selection, candidate_count, candidates};
-        status = dispatch(command_buffer, functions->gather_race, l.num_chunks, T, &args, b3, 5);
+        status = dispatch(command_buffer, functions->gather_race, l.num_chunks, t_gather, &args, b3, 5);
         if (status != gptoss_status_success) return status;
     }
     scratch->encoded = 1;

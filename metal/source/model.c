@@ -8,6 +8,7 @@
 #endif
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <inttypes.h>
@@ -151,26 +152,125 @@ static void release_device_state(struct gptoss_model* model) {
         gptoss_sampling_functions_release(&model->sampling);
         model->has_sampling = false;
     }
-    gptoss_buffer_release(&model->weights_buffer);
+    gptoss_buffer_release(&model->dense_weights);
+    if (model->moe_weights != NULL) {
+        for (uint32_t n = 0; n < model->file.header.num_blocks; n++) {
+            gptoss_buffer_release(&model->moe_weights[n]);
+        }
+        free(model->moe_weights);
+        model->moe_weights = NULL;
+    }
     if (model->device != NULL) {
         gptoss_device_release(model->device);
         model->device = NULL;
     }
 }
 
+/* The VM page of Apple silicon; model.bin starts the weights and every MoE section on it. */
+#define WEIGHTS_PAGE UINT64_C(16384)
 /*
- * Creates the device, wraps the weights region in place and looks every kernel up once. A kernel
- * this build lacks is recorded, not fatal (see gptoss_model_check_kernels).
+ * Headroom the machine needs beside the weights: the OS (kernel, WindowServer and daemons keep
+ * roughly 1.5-2 GiB wired on a Mac) plus this process's context buffers (KV cache, activations:
+ * ~0.1 GiB for a 4096-token context of 20b). A command buffer references every weight buffer, so
+ * all weights must be resident at once: weights + margin > physical memory cannot run.
+ */
+#define PHYSICAL_MEMORY_MARGIN (UINT64_C(2) << 30)
+
+static double gib(uint64_t bytes) {
+    return (double) bytes / (double) (UINT64_C(1) << 30);
+}
+
+/* Bytes a region of the file takes as a Metal buffer: rounded up to the 16 KiB page. */
+static uint64_t region_length(uint64_t size) {
+    return (size + WEIGHTS_PAGE - 1) / WEIGHTS_PAGE * WEIGHTS_PAGE;
+}
+
+/*
+ * Wraps file bytes [file_offset, file_offset + size) in place as one buffer. file_offset is a
+ * multiple of 16 KiB; the mapping covers whole host pages, so rounding the size up to the host
+ * page stays inside it.
+ */
+static enum gptoss_status wrap_region(struct gptoss_model* model, uint64_t file_offset, uint64_t size,
+                                      struct gptoss_buffer* buffer_out) {
+    const uint64_t page = (uint64_t) sysconf(_SC_PAGESIZE);
+    const uint64_t wrapped = (size + page - 1) / page * page;
+    return gptoss_buffer_wrap(model->device, (uint8_t*) model->mapping->ptr + file_offset, (size_t) wrapped, buffer_out);
+}
+
+/*
+ * Memory checks against the device, then the weights wrapped in place: the dense region as one
+ * buffer and one buffer per block's MoE section, each within the device's max_buffer_length (a
+ * region above it fails the load naming every such region, its size and the limit).
+ */
+static enum gptoss_status wrap_weights(struct gptoss_model* model) {
+    struct gptoss_device_info info;
+    gptoss_device_get_info(model->device, &info);
+    const struct gptoss_model_layout* layout = &model->file.layout;
+    const uint32_t num_blocks = model->file.header.num_blocks;
+    const uint64_t weights = model->weights_size;
+    if (info.physical_memory != 0 && weights + PHYSICAL_MEMORY_MARGIN > info.physical_memory) {
+        return gptoss_set_error(gptoss_status_insufficient_resources,
+            "%s: the model's weights (%.2f GiB) plus a %.2f GiB margin for the system and the context buffers "
+            "exceed the physical memory of this machine (%.2f GiB; device %s): the model cannot run here",
+            model->path, gib(weights), gib(PHYSICAL_MEMORY_MARGIN), gib(info.physical_memory), info.name);
+    }
+    const uint64_t dense_size = layout->moe_offset - layout->weights_offset;
+    const uint64_t dense_length = region_length(dense_size);
+    const uint64_t moe_length = region_length(layout->moe_size);
+    const bool dense_too_large = dense_length > info.max_buffer_length;
+    const bool moe_too_large = moe_length > info.max_buffer_length;
+    if (dense_too_large || moe_too_large) {
+        char dense_text[160] = "", moe_text[160] = "";
+        if (dense_too_large) {
+            snprintf(dense_text, sizeof(dense_text),
+                "the dense weights region (embedding, attention, router, unembedding) is %.2f GiB (%" PRIu64 " bytes)",
+                gib(dense_length), dense_length);
+        }
+        if (moe_too_large) {
+            snprintf(moe_text, sizeof(moe_text), "%sthe MoE section of each block (0..%" PRIu32 ") is %.2f GiB (%" PRIu64
+                " bytes)", dense_too_large ? " and " : "", num_blocks - 1, gib(moe_length), moe_length);
+        }
+        return gptoss_set_error(gptoss_status_insufficient_resources,
+            "%s: %s%s, more than the maximum buffer length of %.2f GiB (%" PRIu64 " bytes) of %s: the weights are "
+            "wrapped as one buffer per region, so this model cannot run on this device",
+            model->path, dense_text, moe_text, gib(info.max_buffer_length), info.max_buffer_length, info.name);
+    }
+    enum gptoss_status status = wrap_region(model, layout->weights_offset, dense_size, &model->dense_weights);
+    if (status != gptoss_status_success) {
+        return status;
+    }
+    model->moe_weights = calloc(num_blocks, sizeof(struct gptoss_buffer));
+    if (model->moe_weights == NULL) {
+        return gptoss_set_error(gptoss_status_insufficient_memory, "%s: out of memory for the weight buffers", model->path);
+    }
+    for (uint32_t n = 0; n < num_blocks; n++) {
+        status = wrap_region(model, layout->moe_offset + (uint64_t) n * layout->moe_stride, layout->moe_size,
+                             &model->moe_weights[n]);
+        if (status != gptoss_status_success) {
+            return status;
+        }
+    }
+    if (info.recommended_working_set != 0 && weights > info.recommended_working_set) {
+        char message[512];
+        snprintf(message, sizeof(message),
+            "%s: the model's weights (%.2f GiB) exceed the recommended working set of %s (%.2f GiB): the model "
+            "runs, but the GPU may page weights in and out, which can make inference much slower",
+            model->path, gib(weights), info.name, gib(info.recommended_working_set));
+        model->load_warning = strdup(message);
+    }
+    return gptoss_status_success;
+}
+
+/*
+ * Creates the device, wraps the weights in place and looks every kernel up once. A kernel this
+ * build lacks is recorded, not fatal (see gptoss_model_check_kernels).
  */
 static enum gptoss_status create_device_state(struct gptoss_model* model) {
     enum gptoss_status status = gptoss_device_create(gptoss_device_kind_any, &model->device);
     if (status != gptoss_status_success) {
         return status;
     }
-    /* The mapping covers whole pages, so rounding the size up to the page stays inside it. */
-    const size_t page = (size_t) sysconf(_SC_PAGESIZE);
-    const size_t wrapped_size = (model->weights_size + page - 1) / page * page;
-    status = gptoss_buffer_wrap(model->device, model->weights_ptr, wrapped_size, &model->weights_buffer);
+    status = wrap_weights(model);
     if (status != gptoss_status_success) {
         return status;
     }
@@ -205,6 +305,7 @@ static void model_destroy(struct gptoss_model* model) {
         gptoss_tokenizer_release(model->tokenizer);
     }
     gptoss_file_mapping_release(model->mapping);
+    free(model->load_warning);
     free(model->path);
     free(model);
 }
@@ -279,6 +380,16 @@ enum gptoss_status gptoss_model_get_max_context_length(gptoss_model_t model, siz
             "gptoss_model_get_max_context_length: %s is NULL", model == NULL ? "model" : "max_context_length_out");
     }
     *max_context_length_out = model->file.header.context_length;
+    return gptoss_status_success;
+}
+
+enum gptoss_status gptoss_model_get_load_warning(gptoss_model_t model, const char** warning_out) {
+    gptoss_clear_error();
+    if (model == NULL || warning_out == NULL) {
+        return gptoss_set_error(gptoss_status_invalid_argument,
+            "gptoss_model_get_load_warning: %s is NULL", model == NULL ? "model" : "warning_out");
+    }
+    *warning_out = model->load_warning != NULL ? model->load_warning : "";
     return gptoss_status_success;
 }
 

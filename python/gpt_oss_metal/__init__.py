@@ -13,6 +13,7 @@ from .errors import (
     CancelledError,
     ContextOverflowError,
     DeviceError,
+    DeviceMemoryWarning,
     GptOssError,
     GptOssIOError,
     InsufficientMemoryError,
@@ -53,6 +54,7 @@ __all__ = [
     "ModelFileError",
     "CancelledError",
     "DeviceError",
+    "DeviceMemoryWarning",
 ]
 
 

@@ -117,7 +117,11 @@ def _device_info() -> dict[str, Any]:
         info = dict(_metal.Device("any").info)
     except GptOssError as error:
         return {"kind": "none", "name": f"no usable device: {error}"}
-    return {key: info[key] for key in ("kind", "name", "recommended_working_set", "num_compute_units") if key in info}
+    return {
+        key: info[key]
+        for key in ("kind", "name", "recommended_working_set", "max_buffer_length", "physical_memory", "num_compute_units")
+        if key in info
+    }
 
 
 def _size(n: int) -> str:
@@ -149,6 +153,10 @@ def _print_info(info: dict[str, Any]) -> None:
     ]
     if "recommended_working_set" in device:
         lines.append(("device working set", _size(int(device["recommended_working_set"]))))
+    if device.get("max_buffer_length", 2**64 - 1) < 2**64 - 1:
+        lines.append(("device max buffer", _size(int(device["max_buffer_length"]))))
+    if device.get("physical_memory"):
+        lines.append(("physical memory", _size(int(device["physical_memory"]))))
     lines.append(
         (
             "KV cache per token",

@@ -21,6 +21,7 @@ __all__ = [
     "ModelFileError",
     "CancelledError",
     "DeviceError",
+    "DeviceMemoryWarning",
     "exception_for_status",
 ]
 
@@ -96,6 +97,15 @@ class DeviceError(GptOssError, RuntimeError):
     """The device failed while executing kernels (a kernel fault or a command-buffer error)."""
 
     status = 11
+
+
+class DeviceMemoryWarning(UserWarning):
+    """The model loads but exceeds a soft device limit: its weights are larger than the GPU's
+    recommended working set, so Metal may page them (slower inference). Issued with
+    :func:`warnings.warn` when a :class:`~gpt_oss_metal.Model` is created; the message gives both
+    sizes in GiB and the device name. A :class:`UserWarning` (not a :class:`ResourceWarning`, which
+    Python's default filters hide) so that it is shown by default; silence it with
+    ``warnings.filterwarnings("ignore", category=gpt_oss_metal.DeviceMemoryWarning)``."""
 
 
 _BY_STATUS: dict[int, type[GptOssError]] = {

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from . import _metal
+from .errors import DeviceMemoryWarning
 
 if TYPE_CHECKING:
     from .tokenizer import Tokenizer
@@ -21,6 +23,10 @@ class Model:
     copying them. Problems raise :class:`~gpt_oss_metal.ModelFileError` (malformed file),
     :class:`~gpt_oss_metal.UnsupportedArgumentError` (a valid file this runtime cannot run) or
     :class:`~gpt_oss_metal.GptOssIOError`, an :class:`OSError` with ``errno`` set (cannot open/map).
+    A model that cannot run on this device raises
+    :class:`~gpt_oss_metal.InsufficientResourcesError` (weights beyond physical memory, or a weights
+    region beyond the GPU's maximum buffer length); weights beyond the GPU's recommended working set
+    load with a :class:`~gpt_oss_metal.DeviceMemoryWarning` (see :attr:`load_warning`).
 
     Contexts (:class:`~gpt_oss_metal.Context`) run on this same native model: one mapping and
     one device per Model, however many contexts. ``with Model(path) as model:`` (or
@@ -35,6 +41,14 @@ class Model:
     def __init__(self, path: str | os.PathLike[str] | bytes) -> None:
         self._native = _metal.Model(path)
         self._tokenizer: Tokenizer | None = None
+        self._load_warning: str = self._native.load_warning
+        if self._load_warning:
+            warnings.warn(self._load_warning, DeviceMemoryWarning, stacklevel=2)
+
+    @property
+    def load_warning(self) -> str:
+        """The warning of the load ("" if none): weights above the device's recommended working set."""
+        return self._load_warning
 
     @property
     def path(self) -> str:

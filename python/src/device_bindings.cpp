@@ -66,6 +66,8 @@ public:
         d["max_threads_per_threadgroup"] = info.max_threads_per_threadgroup;
         d["max_threadgroup_memory"] = info.max_threadgroup_memory;
         d["recommended_working_set"] = info.recommended_working_set;
+        d["max_buffer_length"] = info.max_buffer_length;
+        d["physical_memory"] = info.physical_memory;
         d["num_compute_units"] = info.num_compute_units;
         return d;
     }

@@ -197,6 +197,12 @@ public:
 
     const std::string& path() const { return path_; }
 
+    std::string load_warning() const {
+        const char* warning = nullptr;
+        check(gptoss_model_get_load_warning(handle(), &warning), "gptoss_model_get_load_warning");
+        return warning;
+    }
+
     size_t max_context_length() const {
         size_t length = 0;
         check(gptoss_model_get_max_context_length(handle(), &length), "gptoss_model_get_max_context_length");
@@ -331,6 +337,8 @@ void register_model(py::module_& m) {
         .def(py::init<const py::object&>(), py::arg("path"))
         .def_property_readonly("path", &Model::path)
         .def_property_readonly("max_context_length", &Model::max_context_length)
+        .def_property_readonly("load_warning", &Model::load_warning,
+                               "The load's warning (weights above the recommended working set), or \"\".")
         .def_property_readonly("tokenizer", &Model::tokenizer)
         .def_property_readonly("header", &Model::header)
         .def_property_readonly("layout", &Model::layout)

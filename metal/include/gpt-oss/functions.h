@@ -38,7 +38,13 @@ GPTOSS_ABI const char* gptoss_status_to_string(enum gptoss_status status);
  * On success stores a new reference in *model_out (release with gptoss_model_release).
  * On failure stores NULL and returns: invalid_argument (NULL arguments), io_error (the file cannot
  * be opened or mapped), invalid_file (malformed or truncated file), unsupported_argument (a valid
- * file describing a model this runtime cannot run).
+ * file describing a model this runtime cannot run), insufficient_resources (the weights cannot run
+ * on this device: weights plus a 2 GiB margin exceed the machine's physical memory, or the dense
+ * weights region or one block's MoE section exceeds the device's maximum buffer length; the message
+ * names the region and both sizes).
+ *
+ * Weights above the device's recommended working set are not an error (Metal pages them, slower):
+ * the load succeeds and gptoss_model_get_load_warning says so. Nothing is printed.
  */
 GPTOSS_ABI enum gptoss_status gptoss_model_create_from_file(
     const char* path,
@@ -53,6 +59,16 @@ GPTOSS_ABI enum gptoss_status gptoss_model_get_tokenizer(
 GPTOSS_ABI enum gptoss_status gptoss_model_get_max_context_length(
     gptoss_model_t model,
     size_t* max_context_length_out);
+
+/*
+ * Stores in *warning_out the warning of the load, or "" if there was none. Today the only warning
+ * is weights exceeding the device's recommended working set (message with both sizes in GiB and
+ * the device name). The string lives as long as the model. The Python package raises it as a
+ * gpt_oss_metal.DeviceMemoryWarning (warnings.warn) when the Model is created.
+ */
+GPTOSS_ABI enum gptoss_status gptoss_model_get_load_warning(
+    gptoss_model_t model,
+    const char** warning_out);
 
 GPTOSS_ABI enum gptoss_status gptoss_model_retain(gptoss_model_t model);
 GPTOSS_ABI enum gptoss_status gptoss_model_release(gptoss_model_t model);

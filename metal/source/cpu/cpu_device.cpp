@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cinttypes>
 #include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
@@ -203,10 +205,12 @@ gptoss_status cpu_function_create(gptoss_device*, gptoss_function* function) {
             "gptoss_function_create: no kernel named '%s' was compiled into the CPU execution layer", function->name);
     }
     function->impl = const_cast<msl_rt::kernel_desc*>(kernel);
+    // The kernel's [[max_total_threads_per_threadgroup]], capped by the device (1024, or the
+    // GPTOSS_CPU_MAX_THREADS_PER_THREADGROUP testing knob).
+    const uint32_t device_max = function->device->info.max_threads_per_threadgroup;
     function->info.max_threads_per_threadgroup =
-        kernel->max_threads_per_threadgroup < msl_rt::max_threads_per_threadgroup ? kernel->max_threads_per_threadgroup
-                                                                                  : msl_rt::max_threads_per_threadgroup;
-    function->info.simd_width = msl_rt::simd_width;
+        kernel->max_threads_per_threadgroup < device_max ? kernel->max_threads_per_threadgroup : device_max;
+    function->info.simd_width = function->device->info.simd_width;
     function->info.static_threadgroup_memory = kernel->static_threadgroup_memory;
     function->declared_buffer_mask = kernel->buffer_mask;
     function->declared_threadgroup_mask = kernel->threadgroup_mask;
@@ -307,19 +311,80 @@ const gptoss_device_ops cpu_ops = {
     cpu_command_buffer_release,
 };
 
+// Testing knobs (docs/msl-cpu.md): environment variables that override a reported limit, so that
+// the shared code's handling of small GPUs can be tested here. A value is digits with an optional
+// K, M or G suffix (binary: 1K = 1024); anything else fails device creation with a clear error.
+gptoss_status limit_from_env(const char* name, uint64_t minimum, uint64_t maximum, uint64_t* value) {
+    const char* text = std::getenv(name);
+    if (text == nullptr) {
+        return gptoss_status_success;
+    }
+    uint64_t parsed = 0;
+    const char* p = text;
+    bool ok = *p >= '0' && *p <= '9';
+    for (; ok && *p >= '0' && *p <= '9'; p++) {
+        const uint64_t digit = (uint64_t) (*p - '0');
+        if (parsed > (UINT64_MAX - digit) / 10) {
+            ok = false;
+            break;
+        }
+        parsed = parsed * 10 + digit;
+    }
+    if (ok && *p != '\0') {
+        const int shift = (*p == 'K' || *p == 'k') ? 10 : (*p == 'M' || *p == 'm') ? 20 : (*p == 'G' || *p == 'g') ? 30 : -1;
+        ok = shift > 0 && p[1] == '\0' && parsed <= (UINT64_MAX >> shift);
+        if (ok) {
+            parsed <<= shift;
+        }
+    }
+    if (!ok || parsed < minimum || parsed > maximum) {
+        return gptoss_set_error(gptoss_status_invalid_argument,
+            "%s=\"%s\": expected an integer in %" PRIu64 "..%" PRIu64 " (digits, optionally followed by K, M or G)",
+            name, text, minimum, maximum);
+    }
+    *value = parsed;
+    return gptoss_status_success;
+}
+
 }  // namespace
 
 extern "C" gptoss_status gptoss_cpu_device_init(gptoss_device* device) {
+    uint64_t max_buffer_length = UINT64_MAX;  // host memory: no per-buffer limit
+    const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
+    uint64_t physical_memory = pages > 0 && page_size > 0 ? (uint64_t) pages * (uint64_t) page_size : 0;
+    uint64_t working_set = physical_memory;
+    uint64_t max_threads = msl_rt::max_threads_per_threadgroup;
+    uint64_t simd_width = msl_rt::simd_width;
+    const struct {
+        const char* name;
+        uint64_t minimum, maximum;
+        uint64_t* value;
+    } knobs[] = {
+        {"GPTOSS_CPU_MAX_BUFFER_LENGTH", 1, UINT64_MAX, &max_buffer_length},
+        {"GPTOSS_CPU_PHYSICAL_MEMORY", 1, UINT64_MAX, &physical_memory},
+        {"GPTOSS_CPU_RECOMMENDED_WORKING_SET", 1, UINT64_MAX, &working_set},
+        {"GPTOSS_CPU_MAX_THREADS_PER_THREADGROUP", 1, msl_rt::max_threads_per_threadgroup, &max_threads},
+        {"GPTOSS_CPU_SIMD_WIDTH", 1, 64, &simd_width},
+    };
+    for (const auto& knob : knobs) {
+        const gptoss_status status = limit_from_env(knob.name, knob.minimum, knob.maximum, knob.value);
+        if (status != gptoss_status_success) {
+            return status;
+        }
+    }
     const uint32_t threads = worker_pool::instance().threads();
     device->ops = &cpu_ops;
     device->impl = nullptr;
     device->info.kind = gptoss_device_kind_cpu;
     std::snprintf(device->info.name, sizeof(device->info.name), "CPU execution layer (%u worker threads)", threads);
-    device->info.simd_width = msl_rt::simd_width;
-    device->info.max_threads_per_threadgroup = msl_rt::max_threads_per_threadgroup;
+    // A reported SIMD width other than 32 (GPTOSS_CPU_SIMD_WIDTH) only tests the launch wrappers'
+    // check: kernels still execute with 32-lane SIMD groups here.
+    device->info.simd_width = (uint32_t) simd_width;
+    device->info.max_threads_per_threadgroup = (uint32_t) max_threads;
     device->info.max_threadgroup_memory = 32768;
-    const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGESIZE);
-    device->info.recommended_working_set = pages > 0 && page_size > 0 ? (uint64_t) pages * (uint64_t) page_size : 0;
+    device->info.recommended_working_set = working_set;
+    device->info.max_buffer_length = max_buffer_length;
+    device->info.physical_memory = physical_memory;
     device->info.num_compute_units = threads;
     return gptoss_status_success;
 }

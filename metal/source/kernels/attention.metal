@@ -166,6 +166,8 @@ inline void attention_decode_body(
 
 // Threadgroups: (Hkv, T, num_splits) x 128 threads. Buffers: 0 args, 1 q, 2 K cache, 3 V cache,
 // 4 sinks, 5 out (written when num_splits == 1), 6 partials (written when num_splits > 1).
+// Fixed size: ATTN_DECODE_SIMDGROUPS (4) SIMD groups are baked into the threadgroup arrays.
+[[max_total_threads_per_threadgroup(ATTN_DECODE_THREADS)]]
 kernel void gptoss_attention_decode_f16(
     constant gptoss_attention_args& args [[buffer(0)]],
     const device float* q [[buffer(1)]],
@@ -187,6 +189,8 @@ kernel void gptoss_attention_decode_f16(
                                               q_tg, p_tg, acc_tg, ml_tg, tg, sg, lane, tid);
 }
 
+// Fixed size: ATTN_DECODE_SIMDGROUPS (4) SIMD groups are baked into the threadgroup arrays.
+[[max_total_threads_per_threadgroup(ATTN_DECODE_THREADS)]]
 kernel void gptoss_attention_decode_f32(
     constant gptoss_attention_args& args [[buffer(0)]],
     const device float* q [[buffer(1)]],
@@ -210,6 +214,8 @@ kernel void gptoss_attention_decode_f32(
 
 // Merges the num_splits partials of each (token, query head): threadgroups (Hq, T) x 64 threads,
 // thread d writes output dim d. Buffers: 0 args, 1 partials, 2 out.
+// Fixed size: one thread per head dimension.
+[[max_total_threads_per_threadgroup(ATTN_HEAD_DIM)]]
 kernel void gptoss_attention_combine(
     constant gptoss_attention_args& args [[buffer(0)]],
     const device float* partials [[buffer(1)]],
@@ -349,6 +355,8 @@ inline void attention_prefill_body(
 }
 
 // Threadgroups: (Hkv, ceil(T / 4)) x 128 threads. Buffers: 0 args, 1 q, 2 K cache, 3 V cache, 4 sinks, 5 out.
+// Fixed size: one SIMD group per token of the 4-token tile.
+[[max_total_threads_per_threadgroup(ATTN_PREFILL_THREADS)]]
 kernel void gptoss_attention_prefill_f16(
     constant gptoss_attention_args& args [[buffer(0)]],
     const device float* q [[buffer(1)]],
@@ -369,6 +377,8 @@ kernel void gptoss_attention_prefill_f16(
                                                q_tg, p_tg, k_tg, v_tg, tg, sg, lane, tid);
 }
 
+// Fixed size: one SIMD group per token of the 4-token tile.
+[[max_total_threads_per_threadgroup(ATTN_PREFILL_THREADS)]]
 kernel void gptoss_attention_prefill_f32(
     constant gptoss_attention_args& args [[buffer(0)]],
     const device float* q [[buffer(1)]],

@@ -286,6 +286,8 @@ static inline void moe_load_input_tile(const device float* src, ulong row_stride
 
 // Grouped GEMM for mlp1 + SwiGLU: threadgroup (x, y) computes activations 32x .. 32x + 31 of row tile y
 // (see moe_find_tile); act[p, j] as in the decode kernel. Threadgroups past the last tile exit.
+// Fixed size: 4 SIMD groups x 8 rows of the 32-row tile.
+[[max_total_threads_per_threadgroup(GPTOSS_MOE_PREFILL_THREADS)]]
 kernel void gptoss_moe_mlp1_swiglu_prefill(
     constant gptoss_moe_args& args [[buffer(0)]],
     const device float* x_norm [[buffer(1)]],        // [T, D]
@@ -354,6 +356,8 @@ kernel void gptoss_moe_mlp1_swiglu_prefill(
 
 // Grouped GEMM for mlp2: threadgroup (x, y) computes outputs 32x .. 32x + 31 of row tile y and writes
 // expert_out[p, d] = expert_weights[p] · (mlp2[e][d] · act[p] + bias[e][d]).
+// Fixed size: 4 SIMD groups x 8 rows of the 32-row tile.
+[[max_total_threads_per_threadgroup(GPTOSS_MOE_PREFILL_THREADS)]]
 kernel void gptoss_moe_mlp2_prefill(
     constant gptoss_moe_args& args [[buffer(0)]],
     const device float* act [[buffer(1)]],           // [T, k, I]

@@ -4,6 +4,8 @@
 using namespace metal;
 
 // One SIMD group (32 threads) per token row; lanes stride over the row in float4 steps.
+// Fixed size: one SIMD group per token row.
+[[max_total_threads_per_threadgroup(32)]]
 kernel void gptoss_rmsnorm(
     constant gptoss_rmsnorm_args& args [[buffer(0)]],
     const device float4* input [[buffer(1)]],

@@ -40,7 +40,10 @@ struct gptoss_device_info {
     uint32_t simd_width;                    /* threads per SIMD group: 32 on every Apple GPU */
     uint32_t max_threads_per_threadgroup;   /* 1024 */
     uint32_t max_threadgroup_memory;        /* bytes per threadgroup: 32768 */
-    uint64_t recommended_working_set;       /* bytes the device can keep resident; 0 if unknown */
+    uint64_t recommended_working_set;       /* bytes the device can keep resident without paging; 0 if unknown */
+    uint64_t max_buffer_length;             /* bytes of the largest single buffer (created or wrapped);
+                                               UINT64_MAX if the backend has no limit */
+    uint64_t physical_memory;               /* bytes of RAM of the machine; 0 if unknown */
     uint32_t num_compute_units;             /* GPU cores, or CPU worker threads */
 };
 
@@ -91,7 +94,10 @@ enum gptoss_status gptoss_device_retain(struct gptoss_device* device);
 enum gptoss_status gptoss_device_release(struct gptoss_device* device);
 void gptoss_device_get_info(const struct gptoss_device* device, struct gptoss_device_info* info_out);
 
-/* Buffers. create: size bytes, zero-filled, or a copy of data if data != NULL. */
+/*
+ * Buffers. create: size bytes, zero-filled, or a copy of data if data != NULL. create and wrap fail
+ * with insufficient_resources when size exceeds info.max_buffer_length (message names both).
+ */
 enum gptoss_status gptoss_buffer_create(
     struct gptoss_device* device, size_t size, const void* data, struct gptoss_buffer* buffer_out);
 /* wrap: use [ptr, ptr + size) in place, never copied. ptr must be page-aligned; the caller keeps

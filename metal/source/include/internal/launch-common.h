@@ -113,12 +113,33 @@ const char* gptoss_launch_function_name(const struct gptoss_function* function);
  */
 size_t gptoss_launch_kv_element_size(const struct gptoss_function* function, const char* prefix);
 
+/* Threads per SIMD group every kernel is written for (simd_sum over 32 lanes, lane-strided loops). */
+#define GPTOSS_LAUNCH_SIMD_WIDTH 32u
+
+/*
+ * Device limits. A pipeline reports its own maxTotalThreadsPerThreadgroup (below the device's 1024
+ * when the kernel needs many registers) and threadExecutionWidth; the wrappers respect both:
+ *   - gptoss_launch_check_simd: the kernel's SIMD width is 32 ("<wrapper>: kernel <name> runs with
+ *     <w>-lane SIMD groups on this device; the kernels are written for 32").
+ *   - gptoss_launch_threads, for kernels that work with any multiple of 32 threads: the preferred
+ *     count capped to the pipeline's maximum rounded down to a multiple of 32; fewer than minimum
+ *     is an error naming the kernel and both numbers.
+ *   - gptoss_launch_encode checks the same for kernels whose threadgroup size is fixed (by
+ *     threadgroup arrays or a number of SIMD groups baked into the kernel, which then also declares
+ *     [[max_total_threads_per_threadgroup(N)]] so the compiler budgets registers for N threads).
+ */
+enum gptoss_status gptoss_launch_check_simd(const char* wrapper, const struct gptoss_function* function);
+enum gptoss_status gptoss_launch_threads(
+    const char* wrapper, const struct gptoss_function* function, uint32_t preferred, uint32_t minimum,
+    uint32_t* threads_out);
+
 /*
  * Encodes one dispatch of function: a grid of groups_x x groups_y x groups_z threadgroups of
  * `threads` threads (1-D), args_size bytes of args copied to [[buffer(0)]] (setBytes), then the
  * num_bindings bindings (buffers at [[buffer(i)]], threadgroup memory at [[threadgroup(i)]]).
- * The device's encode validates the dispatch against the kernel. num_bindings above
- * GPTOSS_LAUNCH_MAX_BINDINGS is an error naming wrapper.
+ * The kernel's SIMD width must be 32 and threads at most the pipeline's maximum (else an error
+ * naming wrapper, the kernel and both numbers); the device's encode then validates the rest.
+ * num_bindings above GPTOSS_LAUNCH_MAX_BINDINGS is an error naming wrapper.
  */
 enum gptoss_status gptoss_launch_encode(
     const char* wrapper, struct gptoss_command_buffer* command_buffer, const struct gptoss_function* function,

@@ -110,11 +110,23 @@ struct gptoss_model {
     /*
      * ---- Device and weight buffers (inference layer; see context.c) ----
      * Created at load and immutable afterwards, so contexts on several threads can share them.
-     * weights_buffer wraps [weights_ptr, weights_ptr + page-rounded weights_size) without copying;
-     * a tensor is (weights_buffer, file offset - layout.weights_offset).
+     * The weights are wrapped without copying in several buffers, each at most the device's
+     * max_buffer_length (a single MTLBuffer is capped, e.g. to about half the RAM, and 120b has
+     * ~65 GB of weights), as the original gpt-oss Metal runtime does:
+     *   dense_weights  wraps [weights_offset, moe_offset): embedding, attention, router, norms,
+     *                  unembedding; a dense tensor is (dense_weights, file offset - weights_offset);
+     *   moe_weights[n] wraps block n's MoE section [moe_offset + n moe_stride, + moe_size), which
+     *                  starts on a 16 KiB file boundary (page-aligned on 16 KiB pages); an expert
+     *                  tensor is (moe_weights[n], offset within the section).
      */
     struct gptoss_device* device;
-    struct gptoss_buffer weights_buffer;
+    struct gptoss_buffer dense_weights;
+    struct gptoss_buffer* moe_weights;          /* [num_blocks] */
+    /*
+     * Set at load when the weights exceed the device's recommended working set (they still run:
+     * Metal pages), else NULL. Returned by gptoss_model_get_load_warning.
+     */
+    char* load_warning;
     /*
      * Every kernel the forward pass uses, looked up by name once at load (index: enum
      * gptoss_model_kernel, names in gptoss_model_kernel_names). A kernel missing from this build
