@@ -84,3 +84,50 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("cpu_layer_only"):
             item.add_marker(skip)
 
+
+
+# ---- MSL test kernels (tests/msl/*.metal): compiled only with GPTOSS_BUILD_TEST_KERNELS=ON ----
+# A plain `pip install .` leaves them out; scripts/test.sh builds with them. A test module that runs
+# one of them (found by its name in quotes in the module's source) fails at setup with a clear
+# message when the installed package lacks them, instead of failing deep inside, or being skipped.
+_TEST_KERNEL_NAMES: frozenset[str] | None = None
+_MODULES_NEEDING_TEST_KERNELS: dict[str, bool] = {}
+_TEST_KERNELS_PRESENT: bool | None = None
+
+
+def _test_kernel_names() -> frozenset[str]:
+    global _TEST_KERNEL_NAMES
+    if _TEST_KERNEL_NAMES is None:
+        import re
+
+        names = set()
+        for source in (Path(__file__).parent / "msl").glob("*.metal"):
+            names.update(re.findall(r"\bkernel\s+void\s+(\w+)", source.read_text()))
+        _TEST_KERNEL_NAMES = frozenset(names)
+    return _TEST_KERNEL_NAMES
+
+
+def _needs_test_kernels(item: pytest.Item) -> bool:
+    path = str(getattr(item, "path", "") or item.fspath)
+    if path not in _MODULES_NEEDING_TEST_KERNELS:
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            text = ""
+        _MODULES_NEEDING_TEST_KERNELS[path] = any(
+            f'"{name}"' in text or f"'{name}'" in text for name in _test_kernel_names())
+    return _MODULES_NEEDING_TEST_KERNELS[path]
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _TEST_KERNELS_PRESENT
+    if not _needs_test_kernels(item):
+        return
+    if _TEST_KERNELS_PRESENT is None:
+        from gpt_oss_metal.testing.kernels import test_kernels_available
+
+        _TEST_KERNELS_PRESENT = test_kernels_available()
+    if not _TEST_KERNELS_PRESENT:
+        from gpt_oss_metal.testing.kernels import TEST_KERNELS_MISSING
+
+        pytest.fail(f"{item.nodeid} runs MSL test kernels, but {TEST_KERNELS_MISSING}", pytrace=False)

@@ -7,6 +7,13 @@
 // See docs/msl-cpu-types.md for the supported subset and the deviations from Metal.
 #pragma once
 
+// One numerical contract with the GPU (docs/metal.md): Metal compiles the kernels with fast math off, so
+// NaN and infinities behave as IEEE 754 says, and the kernels rely on it (masked tokens are -inf).
+// A build that lets the compiler assume finite math would diverge from the GPU silently.
+#if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
+#error "the MSL CPU execution layer must not be compiled with -ffast-math / -ffinite-math-only (-Ofast): the kernels rely on IEEE NaN and infinity, as on Metal with fast math off (docs/metal.md, One numerical contract)"
+#endif
+
 #include "msl_types_scalar.h"
 #include "msl_types_vec.h"
 
