@@ -13,12 +13,14 @@ went unnoticed because every other build here used GCC. This test builds, with c
 
 The tools are clang-16, clang++-16, libc++-16-dev, libc++abi-16-dev, lld-16 (.ci/run installs them).
 When they are missing the test fails under CI (the CI environment variable is set) and is skipped
-otherwise. GPTOSS_TEST_CLANG / GPTOSS_TEST_CLANGXX name other clang executables.
+otherwise. On macOS the system's clang/clang++ (Apple's libc++) are used. GPTOSS_TEST_CLANG /
+GPTOSS_TEST_CLANGXX name other clang executables.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -29,10 +31,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MSL_DIR = ROOT / "metal" / "source" / "cpu" / "msl"
-CC = os.environ.get("GPTOSS_TEST_CLANG", "clang-16")
-CXX = os.environ.get("GPTOSS_TEST_CLANGXX", "clang++-16")
+ON_MAC = platform.system() == "Darwin"  # Apple's clang and libc++ are the real thing there
+CC = os.environ.get("GPTOSS_TEST_CLANG", "clang" if ON_MAC else "clang-16")
+CXX = os.environ.get("GPTOSS_TEST_CLANGXX", "clang++" if ON_MAC else "clang++-16")
 LIBCXX = ["-stdlib=libc++"]
-LINK = ["-stdlib=libc++", "-fuse-ld=lld"]
+LINK = ["-stdlib=libc++"] if ON_MAC else ["-stdlib=libc++", "-fuse-ld=lld"]
 TOOLS_HINT = ("apt-get install -y --no-install-recommends clang-16 libc++-16-dev libc++abi-16-dev lld-16 "
               "(.ci/run does this)")
 
