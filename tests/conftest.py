@@ -107,16 +107,51 @@ def _test_kernel_names() -> frozenset[str]:
     return _TEST_KERNEL_NAMES
 
 
+def _mentions_test_kernel(text: str) -> bool:
+    return any(f'"{name}"' in text or f"'{name}'" in text for name in _test_kernel_names())
+
+
 def _needs_test_kernels(item: pytest.Item) -> bool:
+    """The test function names a test kernel, itself or through the module-level helpers and strings
+    it uses."""
     path = str(getattr(item, "path", "") or item.fspath)
     if path not in _MODULES_NEEDING_TEST_KERNELS:
         try:
-            text = Path(path).read_text()
+            _MODULES_NEEDING_TEST_KERNELS[path] = _mentions_test_kernel(Path(path).read_text())
         except OSError:
-            text = ""
-        _MODULES_NEEDING_TEST_KERNELS[path] = any(
-            f'"{name}"' in text or f"'{name}'" in text for name in _test_kernel_names())
-    return _MODULES_NEEDING_TEST_KERNELS[path]
+            _MODULES_NEEDING_TEST_KERNELS[path] = False
+    if not _MODULES_NEEDING_TEST_KERNELS[path]:
+        return False
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(item.obj)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, TypeError):
+        return True
+    # The kernel names may sit in module-level helpers or strings the test uses (run_script -> SCRIPT):
+    # follow the module's names the source mentions, a few levels deep.
+    module_vars = vars(getattr(item, "module", None) or object())
+    seen: set[str] = set()
+    pending = [source]
+    for _ in range(4):
+        if any(_mentions_test_kernel(text) for text in pending):
+            return True
+        referenced = []
+        for text in pending:
+            for name, value in module_vars.items():
+                if name in seen or name.startswith("__") or not re.search(rf"\b{re.escape(name)}\b", text):
+                    continue
+                seen.add(name)
+                if isinstance(value, str):
+                    referenced.append(value)
+                elif inspect.isfunction(value):
+                    try:
+                        referenced.append(inspect.getsource(value))
+                    except (OSError, TypeError):
+                        pass
+        pending = referenced
+    return False
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
