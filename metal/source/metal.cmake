@@ -129,6 +129,7 @@ target_include_directories(gptoss_metal_device
   PRIVATE "${_gptoss_metal_include}" "${_gptoss_metal_tools}")
 # device-impl.h declares gptoss_metal_device_init only under GPTOSS_WITH_METAL.
 target_compile_definitions(gptoss_metal_device PRIVATE GPTOSS_WITH_METAL=1)
+target_compile_options(gptoss_metal_device PRIVATE ${GPTOSS_IEEE_MATH_OPTIONS})  # no fast math (top level)
 set_source_files_properties("${PROJECT_SOURCE_DIR}/metal/source/device-metal.m" PROPERTIES
   COMPILE_OPTIONS "-fobjc-arc;-Wall;-Wextra;-Wno-unused-parameter")
 # CoreGraphics: Apple documents that MTLCreateSystemDefaultDevice returns a device on macOS only if
