@@ -11,5 +11,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # Pinned: on the project's machines this is a local CPU-only wheel; an unpinned torch pulls GBs of CUDA.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
-.venv/bin/python -m pip install --quiet ".[test]" "transformers>=4.55"
+# GPTOSS_BUILD_TEST_KERNELS=1: the suite runs the MSL test kernels of tests/msl, which a plain
+# `pip install .` leaves out.
+GPTOSS_BUILD_TEST_KERNELS=1 .venv/bin/python -m pip install --quiet ".[test]" "transformers>=4.55"
 exec .venv/bin/python -m pytest "$@"

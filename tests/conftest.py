@@ -84,3 +84,85 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker("cpu_layer_only"):
             item.add_marker(skip)
 
+
+
+# ---- MSL test kernels (tests/msl/*.metal): compiled only with GPTOSS_BUILD_TEST_KERNELS=ON ----
+# A plain `pip install .` leaves them out; scripts/test.sh builds with them. A test module that runs
+# one of them (found by its name in quotes in the module's source) fails at setup with a clear
+# message when the installed package lacks them, instead of failing deep inside, or being skipped.
+_TEST_KERNEL_NAMES: frozenset[str] | None = None
+_MODULES_NEEDING_TEST_KERNELS: dict[str, bool] = {}
+_TEST_KERNELS_PRESENT: bool | None = None
+
+
+def _test_kernel_names() -> frozenset[str]:
+    global _TEST_KERNEL_NAMES
+    if _TEST_KERNEL_NAMES is None:
+        import re
+
+        names = set()
+        for source in (Path(__file__).parent / "msl").glob("*.metal"):
+            names.update(re.findall(r"\bkernel\s+void\s+(\w+)", source.read_text()))
+        _TEST_KERNEL_NAMES = frozenset(names)
+    return _TEST_KERNEL_NAMES
+
+
+def _mentions_test_kernel(text: str) -> bool:
+    return any(f'"{name}"' in text or f"'{name}'" in text for name in _test_kernel_names())
+
+
+def _needs_test_kernels(item: pytest.Item) -> bool:
+    """The test function names a test kernel, itself or through the module-level helpers and strings
+    it uses."""
+    path = str(getattr(item, "path", "") or item.fspath)
+    if path not in _MODULES_NEEDING_TEST_KERNELS:
+        try:
+            _MODULES_NEEDING_TEST_KERNELS[path] = _mentions_test_kernel(Path(path).read_text())
+        except OSError:
+            _MODULES_NEEDING_TEST_KERNELS[path] = False
+    if not _MODULES_NEEDING_TEST_KERNELS[path]:
+        return False
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(item.obj)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, TypeError):
+        return True
+    # The kernel names may sit in module-level helpers or strings the test uses (run_script -> SCRIPT):
+    # follow the module's names the source mentions, a few levels deep.
+    module_vars = vars(getattr(item, "module", None) or object())
+    seen: set[str] = set()
+    pending = [source]
+    for _ in range(4):
+        if any(_mentions_test_kernel(text) for text in pending):
+            return True
+        referenced = []
+        for text in pending:
+            for name, value in module_vars.items():
+                if name in seen or name.startswith("__") or not re.search(rf"\b{re.escape(name)}\b", text):
+                    continue
+                seen.add(name)
+                if isinstance(value, str):
+                    referenced.append(value)
+                elif inspect.isfunction(value):
+                    try:
+                        referenced.append(inspect.getsource(value))
+                    except (OSError, TypeError):
+                        pass
+        pending = referenced
+    return False
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    global _TEST_KERNELS_PRESENT
+    if not _needs_test_kernels(item):
+        return
+    if _TEST_KERNELS_PRESENT is None:
+        from gpt_oss_metal.testing.kernels import test_kernels_available
+
+        _TEST_KERNELS_PRESENT = test_kernels_available()
+    if not _TEST_KERNELS_PRESENT:
+        from gpt_oss_metal.testing.kernels import TEST_KERNELS_MISSING
+
+        pytest.fail(f"{item.nodeid} runs MSL test kernels, but {TEST_KERNELS_MISSING}", pytrace=False)

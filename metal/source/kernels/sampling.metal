@@ -33,11 +33,20 @@ static inline float gumbel(constant gptoss_sampling_args& args, uint id) {
     return -precise::log(-precise::log(u));
 }
 
+// NaN and -inf (docs/metal.md, "One numerical contract"): a -inf logit is a masked token and a NaN
+// logit is treated as -inf; neither is ever sampled (if every logit is one of them, the host reports
+// invalid_argument). The tests below read the IEEE bits instead of using isnan / == -INFINITY, so
+// they stay right even if these kernels were compiled with fast math, which assumes no NaN/Inf and
+// may fold such comparisons (the build turns fast math off on Metal and on the CPU layer anyway).
+static inline bool is_nan_bits(float x) { return (as_type<uint>(x) & 0x7FFFFFFFu) > 0x7F800000u; }
+static inline bool is_finite_bits(float x) { return (as_type<uint>(x) & 0x7FFFFFFFu) < 0x7F800000u; }
+static inline bool is_minus_inf_bits(float x) { return as_type<uint>(x) == 0xFF800000u; }
+
 // Penalties then temperature. fma and the host-rounded reciprocals make the host reference bit-identical.
 static inline float scaled_logit(constant gptoss_sampling_args& args, float logit, uint id,
                                  const device uint* counts, const device uint* present) {
     float l = logit;
-    if (isnan(l)) {
+    if (is_nan_bits(l)) {
         return -INFINITY;  // a NaN logit is never sampled
     }
     if ((args.flags & GPTOSS_SAMPLING_FLAG_PENALTIES) != 0) {
@@ -52,8 +61,11 @@ static inline float scaled_logit(constant gptoss_sampling_args& args, float logi
     return l * args.inv_temperature;
 }
 
-// (a_score, a_id) better than (b_score, b_id): higher score, ties -> lower id.
+// (a_score, a_id) better than (b_score, b_id): higher score, ties -> lower id. NO_ID (no token yet,
+// score -inf) loses to every token; decided from the ids, not by comparing with the -inf score.
 static inline bool better(float a_score, uint a_id, float b_score, uint b_id) {
+    if (a_id == NO_ID) return false;
+    if (b_id == NO_ID) return true;
     return a_score > b_score || (a_score == b_score && a_id < b_id);
 }
 
@@ -81,7 +93,7 @@ static inline void value_range(constant gptoss_sampling_args& args, const device
     // of the max probability). A zero range (all equal) puts every token in bucket 0.
     const float range = min(m - lowest, 64.0f);
     max_out = m;
-    scale_out = (range > 0.0f && isfinite(range)) ? float(NB) / range : 0.0f;
+    scale_out = (range > 0.0f && is_finite_bits(range)) ? float(NB) / range : 0.0f;
 }
 
 static inline uint bucket_of(float z, float m, float scale) {
@@ -149,11 +161,11 @@ kernel void gptoss_sampling_prepare(
     for (uint i = begin + tid; i < end; i += threads) {
         const float z = scaled_logit(args, logits[i], i, counts, present);
         scaled[i] = z;
-        if (better(z, i, best, best_id) && z != -INFINITY) {
+        if (better(z, i, best, best_id) && !is_minus_inf_bits(z)) {
             best = z;
             best_id = i;
         }
-        if (z != -INFINITY) {
+        if (!is_minus_inf_bits(z)) {
             lowest = min(lowest, z);
             if (race) {
                 const float s = z + gumbel(args, i);
@@ -215,7 +227,7 @@ kernel void gptoss_sampling_histogram(
         float e = 0.0f;
         if (i < end) {
             const float z = scaled[i];
-            if (z != -INFINITY) {
+            if (!is_minus_inf_bits(z)) {
                 b = bucket_of(z, m, scale);
                 e = precise::exp(z - m);
             }
@@ -365,7 +377,7 @@ kernel void gptoss_sampling_gather_race(
     uint score_id = NO_ID;
     for (uint i = begin + tid; i < end; i += threads) {
         const float z = scaled[i];
-        if (z == -INFINITY) continue;
+        if (is_minus_inf_bits(z)) continue;
         const uint b = bucket_of(z, m, scale);
         if (b < lo) {
             const float s = z + gumbel(args, i);

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["run_kernel", "default_device", "Size3"]
+__all__ = ["run_kernel", "default_device", "test_kernels_available", "TEST_KERNELS_MISSING", "Size3"]
 
 #: A grid or threadgroup size: an int or a tuple of 1 to 3 ints (missing dimensions are 1).
 Size3 = Union[int, tuple[int, ...]]
@@ -33,6 +33,31 @@ def default_device():  # -> gpt_oss_metal._metal.Device
 
             _default_device = Device("any")
         return _default_device
+
+
+#: Why a test-kernel lookup failed when the package was built without them (the default for users).
+TEST_KERNELS_MISSING = (
+    "this gpt_oss_metal build has no MSL test kernels (tests/msl/*.metal): they are compiled only with "
+    "GPTOSS_BUILD_TEST_KERNELS=1 (`GPTOSS_BUILD_TEST_KERNELS=1 pip install .`, or `bash scripts/test.sh`, "
+    "which builds with them); a plain `pip install .` leaves them out"
+)
+
+
+def test_kernels_available(device=None) -> bool:
+    """True if the MSL test kernels of tests/msl (GPTOSS_BUILD_TEST_KERNELS=ON) are compiled into the
+    device layer: dispatches the test kernel ``runtime_scale`` over an empty grid."""
+    import struct
+
+    dev = device if device is not None else default_device()
+    empty = np.zeros(1, np.float32)
+    try:
+        dev.run("runtime_scale", [0], [1], {0: struct.pack("<If", 0, 1.0), 1: empty, 2: empty.copy()}, {})
+    except InvalidArgumentError as error:
+        if "runtime_scale" in str(error):
+            return False
+        raise
+    return True
+test_kernels_available.__test__ = False  # a helper, not a pytest test
 
 
 def _size3(value: Size3, what: str) -> list[int]:
@@ -71,10 +96,16 @@ def run_kernel(
         else:
             raise InvalidArgumentError(f"buffer({index}): expected a numpy.ndarray or bytes, got {type(value).__name__}")
     dev = device if device is not None else default_device()
-    dev.run(
-        name,
-        _size3(threadgroups, "threadgroups"),
-        _size3(threads_per_threadgroup, "threads_per_threadgroup"),
-        bound,
-        {int(k): int(v) for k, v in threadgroup_memory.items()},
-    )
+    try:
+        dev.run(
+            name,
+            _size3(threadgroups, "threadgroups"),
+            _size3(threads_per_threadgroup, "threads_per_threadgroup"),
+            bound,
+            {int(k): int(v) for k, v in threadgroup_memory.items()},
+        )
+    except InvalidArgumentError as error:
+        # An unknown kernel in a build without the test kernels: say how to get them.
+        if f"'{name}'" in str(error) and "no kernel named" in str(error) and not test_kernels_available(dev):
+            raise InvalidArgumentError(f"{error} ({TEST_KERNELS_MISSING})") from error
+        raise

@@ -12,8 +12,10 @@
 // the same precise implementations (MSL allows fast:: to be more accurate than its bounds).
 #pragma once
 
-#include <cmath>  // first, so INFINITY / NAN / MAXFLOAT come from the system when it has them
-
+// No <cmath>/<math.h>: they declare the C math functions at global scope (libc++ adds generic templates
+// there: `template <class A1> bool isfinite(A1)`), where they would compete with these in kernels,
+// which call the names unqualified with `using namespace metal;`. Everything here uses builtins; the
+// constants at the end fall back to builtins too. See "Name resolution" in msl_types.h.
 #include "msl_types.h"
 
 namespace metal {
@@ -100,7 +102,9 @@ template <class E> using uns_t = typename std::make_unsigned<E>::type;
   };                                                                                               \
   }                                                                                                \
   template <class X, class R = detail::float_operand_t<X>>                                         \
-  inline R NAME(const X& x) { return detail::map<R>(detail::NAME##_fn{}, x); }
+  inline R NAME(const X& x) { return detail::map<R>(detail::NAME##_fn{}, x); }                    \
+  template <class = void>                                                                          \
+  inline float NAME(float x) { return detail::NAME##_fn{}(x); }
 
 MSL_UNARY_F(acos, __builtin_acosf(x))
 MSL_UNARY_F(acosh, __builtin_acoshf(x))
@@ -153,6 +157,8 @@ struct fract_fn {
 }  // namespace detail
 template <class X, class R = detail::float_operand_t<X>>
 inline R fract(const X& x) { return detail::map<R>(detail::fract_fn{}, x); }
+template <class = void>
+inline float fract(float x) { return detail::fract_fn{}(x); }
 
 #define MSL_BINARY_F(NAME, BODY)                                                                   \
   namespace detail {                                                                               \
@@ -165,7 +171,9 @@ inline R fract(const X& x) { return detail::map<R>(detail::fract_fn{}, x); }
   };                                                                                               \
   }                                                                                                \
   template <class X, class Y, class R = detail::float_operand_t<X, Y>>                             \
-  inline R NAME(const X& x, const Y& y) { return detail::map<R>(detail::NAME##_fn{}, x, y); }
+  inline R NAME(const X& x, const Y& y) { return detail::map<R>(detail::NAME##_fn{}, x, y); }      \
+  template <class = void>                                                                          \
+  inline float NAME(float x, float y) { return detail::NAME##_fn{}(x, y); }
 
 MSL_BINARY_F(atan2, __builtin_atan2f(x, y))
 MSL_BINARY_F(copysign, __builtin_copysignf(x, y))
@@ -214,10 +222,16 @@ template <class X, class Y, class R = detail::float_operand_t<X, Y>>
 inline R fmin(const X& x, const Y& y) { return detail::map<R>(detail::fmin_fn{}, x, y); }
 template <class X, class Y, class R = detail::float_operand_t<X, Y>>
 inline R fmax(const X& x, const Y& y) { return detail::map<R>(detail::fmax_fn{}, x, y); }
+template <class = void>
+inline float fmin(float x, float y) { return detail::fmin_e(x, y); }
+template <class = void>
+inline float fmax(float x, float y) { return detail::fmax_e(x, y); }
 
 #define MSL_TERNARY_F(NAME)                                                                        \
   template <class A, class B, class C, class R = detail::float_operand_t<A, B, C>>                 \
-  inline R NAME(const A& a, const B& b, const C& c) { return detail::map<R>(detail::NAME##_fn{}, a, b, c); }
+  inline R NAME(const A& a, const B& b, const C& c) { return detail::map<R>(detail::NAME##_fn{}, a, b, c); } \
+  template <class = void>                                                                          \
+  inline float NAME(float a, float b, float c) { return detail::NAME##_fn{}(a, b, c); }
 MSL_TERNARY_F(fma)
 MSL_TERNARY_F(mad)
 MSL_TERNARY_F(mix)

@@ -7,6 +7,13 @@
 // See docs/msl-cpu-types.md for the supported subset and the deviations from Metal.
 #pragma once
 
+// One numerical contract with the GPU (docs/metal.md): Metal compiles the kernels with fast math off, so
+// NaN and infinities behave as IEEE 754 says, and the kernels rely on it (masked tokens are -inf).
+// A build that lets the compiler assume finite math would diverge from the GPU silently.
+#if defined(__FAST_MATH__) || (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
+#error "the MSL CPU execution layer must not be compiled with -ffast-math / -ffinite-math-only (-Ofast): the kernels rely on IEEE NaN and infinity, as on Metal with fast math off (docs/metal.md, One numerical contract)"
+#endif
+
 #include "msl_types_scalar.h"
 #include "msl_types_vec.h"
 
@@ -143,23 +150,38 @@ inline bool any(const X& x) {
 }
 
 namespace detail {
-struct isnan_fn { template <class E> bool operator()(E x) const { const float v = float(x); return v != v; } };
-struct isinf_fn { template <class E> bool operator()(E x) const { return __builtin_isinf(float(x)) != 0; } };
-struct isfinite_fn { template <class E> bool operator()(E x) const { return __builtin_isfinite(float(x)) != 0; } };
+// Classified from the bits of the float value (exact for half/bfloat too), so the answers stay IEEE even
+// in code built with -ffinite-math-only, where the compiler may fold x != x and __builtin_isnan.
+inline uint32_t float_magnitude_bits(float v) { return __builtin_bit_cast(uint32_t, v) & 0x7fffffffu; }
+struct isnan_fn { template <class E> bool operator()(E x) const { return float_magnitude_bits(float(x)) > 0x7f800000u; } };
+struct isinf_fn { template <class E> bool operator()(E x) const { return float_magnitude_bits(float(x)) == 0x7f800000u; } };
+struct isfinite_fn { template <class E> bool operator()(E x) const { return float_magnitude_bits(float(x)) < 0x7f800000u; } };
 struct isnormal_fn {
   template <class E> bool operator()(E x) const {
     const float v = float(x) < 0 ? -float(x) : float(x);
     return v >= float(numeric_limits<E>::min()) && v <= float(numeric_limits<E>::max());
   }
 };
-struct signbit_fn { template <class E> bool operator()(E x) const { return __builtin_signbit(float(x)) != 0; } };
+struct signbit_fn { template <class E> bool operator()(E x) const { return (__builtin_bit_cast(uint32_t, float(x)) >> 31) != 0; } };
 template <class X> using fp_bool_t =
     typename std::enable_if<is_float_elem<typename vt<X>::elem>::value, bool_result_t<X>>::type;
 }  // namespace detail
 
+// Name resolution next to the C library. Kernels call these names unqualified at global scope with
+// `using namespace metal;`, so the C/C++ library's global math declarations (libc++'s <math.h>
+// declares `template <class A1> bool isfinite(A1)` and friends at global scope; libstdc++ does not)
+// join the same overload set whenever some header pulls <math.h> in. These headers do not include
+// <cmath>/<math.h> (and so normally nothing conflicts), but to stay unambiguous when they are visible,
+// every function also has a `template <class = void> R NAME(float...)` overload: it is more specialised
+// than any generic template (the library's `A1` by value and our `const X&`), so a float call picks it,
+// unless the library has a non-template NAME(float), which then wins with the same result. Only
+// calls mixing builtin arithmetic types (fma(float, int, float)) can still be ambiguous with libc++
+// when <math.h> is visible: convert the argument (tests/cpp/test_msl_names.cpp checks all of this).
 #define MSL_FP_PREDICATE(NAME)                                                                  \
   template <class X, class R = detail::fp_bool_t<X>>                                            \
-  inline R NAME(const X& x) { return detail::map_bool<R>(detail::NAME##_fn{}, x); }
+  inline R NAME(const X& x) { return detail::map_bool<R>(detail::NAME##_fn{}, x); }            \
+  template <class = void>                                                                       \
+  inline bool NAME(float x) { return detail::NAME##_fn{}(x); }
 MSL_FP_PREDICATE(isnan)
 MSL_FP_PREDICATE(isinf)
 MSL_FP_PREDICATE(isfinite)
@@ -169,6 +191,8 @@ MSL_FP_PREDICATE(signbit)
 
 template <class A, class B, class R = detail::bool_result_t<detail::operand_t<A, B>>>
 inline R isunordered(const A& a, const B& b) { return isnan(a) || isnan(b); }
+template <class = void>
+inline bool isunordered(float a, float b) { return detail::isnan_fn{}(a) || detail::isnan_fn{}(b); }
 template <class A, class B, class R = detail::bool_result_t<detail::operand_t<A, B>>>
 inline R isordered(const A& a, const B& b) { return !isunordered(a, b); }
 
