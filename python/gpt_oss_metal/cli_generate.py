@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ MAX_TOOL_ROUNDS = 4
 def resolve_model(path: str | None, err: TextIO) -> str:
     """``path``, or the small random demo model (created on first use) with a plain warning."""
     if path is not None:
+        os.stat(path)  # a missing file is an OSError naming the path, whatever bytes the name holds
         return path
     from .testing.demo import default_demo_model
 
