@@ -25,6 +25,7 @@ from __future__ import annotations
 import glob
 import json
 import math
+import numbers
 import os
 import re
 import struct
@@ -64,8 +65,17 @@ class CheckpointError(ConversionError):
 
 
 def _is_int(value: Any) -> bool:
-    """A JSON integer (bool is an int in Python but not here)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer (bool is an int in Python but not here; 2.0 is not an integer either)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _shown(value: Any) -> str:
+    """A config value as it would appear in JSON (repr for anything JSON cannot show)."""
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
 
 
 def _index_text(index: Any) -> str:
@@ -421,7 +431,8 @@ class _ConfigReader:
     def int(self, *names: str, low: int, high: int, default: int | None = None) -> int:
         name, value = self._lookup(names, default)
         if not _is_int(value):
-            raise CheckpointError(f"{self.where}: {name} must be an integer, got {json.dumps(value)}")
+            raise CheckpointError(f"{self.where}: {name} must be an integer, got {_shown(value)}")
+        value = int(value)
         if not low <= value <= high:
             raise CheckpointError(f"{self.where}: {name} is {value}; must be in [{low}, {high}]")
         return value
@@ -429,11 +440,12 @@ class _ConfigReader:
     def float(self, *names: str, above: float, high: float = _F32_MAX, default: float | None = None) -> float:
         """A finite number > ``above`` and <= ``high`` (float32-representable by default)."""
         name, value = self._lookup(names, default)
-        if not (isinstance(value, (int, float)) and not isinstance(value, bool)):
-            raise CheckpointError(f"{self.where}: {name} must be a number, got {json.dumps(value)}")
+        if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+            raise CheckpointError(f"{self.where}: {name} must be a number, got {_shown(value)}")
         value = float(value)
         if not (math.isfinite(value) and above < value <= high):
-            raise CheckpointError(f"{self.where}: {name} is {value}; must be a finite number in ({above:g}, {high:g}]")
+            bound = f"> {above:g}" + (" and representable as float32" if high == _F32_MAX else f" and <= {high:g}")
+            raise CheckpointError(f"{self.where}: {name} is {value}; must be a finite number {bound}")
         return value
 
 
@@ -467,7 +479,7 @@ def header_for_config(config: Mapping[str, Any], where: str = "config.json") -> 
         config["experts_per_token"] = ROUTER_TOP_K  # absent from some configs; both released models use 4
     rope_scaling = config.get("rope_scaling")
     if rope_scaling is not None and not isinstance(rope_scaling, Mapping):
-        raise CheckpointError(f"{where}: rope_scaling must be a JSON object, got {json.dumps(rope_scaling)}")
+        raise CheckpointError(f"{where}: rope_scaling must be a JSON object, got {_shown(rope_scaling)}")
     rope_scaling = rope_scaling or {}
     rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "yarn"))
     if rope_type != "yarn":
@@ -491,9 +503,9 @@ def header_for_config(config: Mapping[str, Any], where: str = "config.json") -> 
             f"{where}: num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
         )
     sliding_window = c.int("sliding_window", low=1, high=MAX_ATTENTION_WINDOW)
-    swiglu_limit = c.float("swiglu_limit", above=0.0)
-    rope_theta = c.float("rope_theta", above=1.0)  # ln(theta) divides in the YaRN formulas
-    vocab_size = c.int("vocab_size", low=model_bin.NUM_TEXT_TOKENS + model_bin.NUM_SPECIAL_TOKENS, high=MAX_VOCAB_ROWS)
+    c.float("swiglu_limit", above=0.0)
+    c.float("rope_theta", above=1.0)  # ln(theta) divides in the YaRN formulas
+    c.int("vocab_size", low=model_bin.NUM_TEXT_TOKENS + model_bin.NUM_SPECIAL_TOKENS, high=MAX_VOCAB_ROWS)
     # RoPE scaling: top-level (original layout) or inside rope_scaling (Hugging Face).
     scaling = _ConfigReader({**rope_scaling, **config}, where)
     scaling.int("initial_context_length", "original_max_position_embeddings", low=1, high=MAX_CONTEXT_LENGTH,
@@ -509,20 +521,18 @@ def header_for_config(config: Mapping[str, Any], where: str = "config.json") -> 
         header = model_bin.header_from_config(config, num_active_experts=active)
     except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
         raise CheckpointError(f"{where}: invalid value: {e}") from None
-    assert (header.num_blocks, header.num_experts, header.embedding_dim, header.mlp_dim) == (
-        num_blocks, num_experts, dims["hidden_size"], dims["intermediate_size"])
-    assert (header.num_heads, header.num_kv_heads, header.attention_window) == (num_heads, num_kv_heads, sliding_window)
-    del swiglu_limit, rope_theta, vocab_size
+    # The values checked above are the ones header_from_config copies.
+    assert (header.num_blocks, header.num_experts, header.embedding_dim, header.mlp_dim, header.num_heads,
+            header.num_kv_heads, header.attention_window) == (
+        num_blocks, num_experts, dims["hidden_size"], dims["intermediate_size"], num_heads, num_kv_heads, sliding_window)
     _check_header(header, where)
     layer_types = config.get("layer_types")
     if layer_types is not None:
         expected = ["sliding_attention" if n % 2 == 0 else "full_attention" for n in range(header.num_blocks)]
         if not isinstance(layer_types, list) or layer_types != expected:
-            shown = json.dumps(layer_types)
             raise CheckpointError(
                 f"{where}: layer_types must alternate sliding/full starting with sliding (layout v1 "
-                f"implies that pattern) for {header.num_blocks} layers, got "
-                f"{shown if len(shown) < 300 else shown[:300] + '...'}"
+                f"implies that pattern) for {header.num_blocks} layers, got {_shown(layer_types)}"
             )
     return header
 
