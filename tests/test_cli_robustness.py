@@ -134,3 +134,12 @@ def test_convert_errors_through_the_console_entry_points(tmp_path: Path):
     done = subprocess.run([sys.executable, str(script), "-s", str(tmp_path / "nope"), "-d", str(tmp_path / "m.bin")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.startswith("create-local-model.py: error: ") and "nope" in done.stderr
+
+
+def test_interactive_chat_skips_a_line_that_is_not_utf8(tiny_model_bin: Path):
+    result = subprocess.run([sys.executable, "-m", "gpt_oss_metal", "chat", str(tiny_model_bin), "-l", "1",
+                             "--context-length", "512"], input=b"caf\xe9\n/quit\n", capture_output=True, timeout=300)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "[ignored: the message is not valid UTF-8 (byte 0xe9 at byte offset 3)]" in stderr
+    assert "Traceback" not in stderr

@@ -38,6 +38,10 @@ def exit_on_signals(signums: Iterable[int] = CLEANUP_SIGNALS) -> Iterator[None]:
         return
 
     def handler(signum: int, frame: object) -> None:
+        # Ignore further signals while the cleanups run (a second SIGTERM must not interrupt the
+        # deletion of the temporary file); the previous handlers come back in the finally below.
+        for other in previous:
+            signal.signal(other, signal.SIG_IGN)
         raise SignalExit(signum)
 
     previous: dict[int, object] = {}
