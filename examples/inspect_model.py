@@ -15,13 +15,14 @@ import sys
 import time
 
 import gpt_oss_metal
+from gpt_oss_metal.cli import run_reporting_errors, utf8_text
 from gpt_oss_metal.testing.demo import default_demo_model
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", help="path to a model.bin (default: a small random demo model)")
-    parser.add_argument("-p", "--prompt", default="Hello from gpt-oss-metal! Über-fast 🚀 on Apple GPUs: 12345.")
+    parser.add_argument("-p", "--prompt", type=utf8_text, default="Hello from gpt-oss-metal! Über-fast 🚀 on Apple GPUs: 12345.")
     args = parser.parse_args(argv)
 
     path = args.model
@@ -51,4 +52,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(run_reporting_errors(main, prog="inspect_model.py"))

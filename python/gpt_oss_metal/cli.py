@@ -8,9 +8,12 @@ Subcommands::
     gpt-oss-metal generate [MODEL] -p PROMPT [-l LIMIT] [--temperature T] [--seed S] [--context-length N]
     gpt-oss-metal chat [MODEL] [--reasoning-effort low|medium|high] ...
 
-Errors of the runtime (:mod:`gpt_oss_metal.errors`) and of the operating system are printed as a
-single line ``gpt-oss-metal: error: ...`` with exit status 1, never as a traceback; a wrong
-command line exits with status 2 (argparse's usage error), Ctrl-C with 130.
+Errors of the runtime (:mod:`gpt_oss_metal.errors`), of the converter and of the operating system
+are printed as a single line ``gpt-oss-metal: error: ...`` with exit status 1, never as a
+traceback (any other exception, a bug, is one line too, with a hint to set ``GPTOSS_DEBUG=1`` for
+the traceback); a wrong command line, including any out-of-range number and a prompt that is not
+UTF-8, exits with status 2 (argparse's usage error naming the option), Ctrl-C with 130, SIGTERM or
+SIGHUP during ``convert`` with 143 or 129 (the partial file deleted).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from . import __version__
 from .errors import GptOssError
@@ -29,6 +32,7 @@ __all__ = ["main", "build_parser", "model_info", "kv_cache_bytes"]
 PROG = "gpt-oss-metal"
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 DEFAULT_CONTEXT_LENGTH = 8192
 #: Tokens a context processes per command buffer by default; sliding-window rings hold this many
 #: slots beyond the window (see Context's max_batch_tokens).
@@ -68,6 +72,7 @@ def model_info(path: str) -> dict[str, Any]:
     """Everything ``gpt-oss-metal info`` reports, as a JSON-serializable dict."""
     from .model import Model
 
+    os.stat(path)  # a missing file is an OSError naming the path, whatever bytes the name holds
     model = Model(path)
     header = dict(model.header)
     tokenizer = model.tokenizer
@@ -191,8 +196,9 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     result = convert_checkpoint(args.source, args.destination, progress=not args.no_progress)
     h = result.header
+    shown = os.fsencode(args.destination).decode("utf-8", "backslashreplace")  # any bytes in a file name
     print(
-        f"wrote {args.destination}: {_size(os.path.getsize(args.destination))}, "
+        f"wrote {shown}: {_size(os.path.getsize(args.destination))}, "
         f"{h.num_blocks} blocks, {h.num_experts} experts, embedding {h.embedding_dim}"
     )
     return 0
@@ -223,25 +229,94 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return int(run_chat(args) or 0)
 
 
+# ---- argument types: every numeric option is range-checked here, so a bad value is a usage
+# error (exit status 2, "argument --seed: ...") and never reaches the runtime as a traceback.
+
+#: Ranges of the options (the runtime's own limits: u64 seeds, the sampler's temperature range,
+#: GPTOSS_MAX_CONTEXT_LENGTH).
+MAX_SEED = 2**64 - 1
+MAX_LIMIT = 2**32 - 1
+MAX_CONTEXT_LENGTH = 1 << 24
+MIN_TEMPERATURE, MAX_TEMPERATURE = 1e-4, 1e4
+
+
+def _parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _int_in(low: int, high: int, what: str = "") -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = _parse_int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be {what or f'an integer in [{low}, {high}]'}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+    return _int_in(1, MAX_LIMIT, f"a positive integer at most {MAX_LIMIT}")(text)
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+    return _int_in(0, MAX_SEED, f"an integer in [0, {MAX_SEED}]")(text)
+
+
+def _seed(text: str) -> int:
+    return _int_in(0, MAX_SEED, f"an integer in [0, 2**64 - 1 = {MAX_SEED}]")(text)
+
+
+def _context_length(text: str) -> int:
+    return _int_in(0, MAX_CONTEXT_LENGTH, f"0 (the model's maximum) or a token count in [1, {MAX_CONTEXT_LENGTH}]")(text)
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def _temperature(text: str) -> float:
+    value = _non_negative_float(text)
+    if value != 0 and not MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+        raise argparse.ArgumentTypeError(
+            f"must be 0 (greedy) or in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}], got {text}"
+        )
+    return value
+
+
+def utf8_text(text: str) -> str:
+    """An argv string that must be valid UTF-8 text (a prompt).
+
+    Python decodes argv with surrogateescape, so invalid bytes arrive as lone surrogates, which
+    cannot be tokenized or printed. Refuse them, naming the first bad byte and its offset.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raw = os.fsencode(text) if _is_surrogateescape(text) else None
+        offset = len(os.fsencode(text[: error.start])) if raw is not None else error.start
+        shown = f"byte 0x{raw[offset]:02x}" if raw is not None else f"character {text[error.start]!r}"
+        raise argparse.ArgumentTypeError(
+            f"not valid UTF-8: {shown} at byte offset {offset} (pass the text in UTF-8)"
+        ) from None
+    return text
+
+
+def _is_surrogateescape(text: str) -> bool:
+    try:
+        os.fsencode(text)
+        return True
+    except UnicodeError:
+        return False
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser, default_limit: int, demo_limit: int) -> None:
@@ -249,10 +324,11 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser, default_limit: int,
                         help="model.bin to run (default: the small random demo model)")
     parser.add_argument("-l", "--limit", type=_positive_int, default=None,
                         help=f"most tokens to generate (default {default_limit}; {demo_limit} on the demo model)")
-    parser.add_argument("--temperature", type=_non_negative_float, default=1.0,
-                        help="sampling temperature; 0 is greedy (default 1.0)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="random seed (default 0)")
-    parser.add_argument("--context-length", type=_non_negative_int, default=DEFAULT_CONTEXT_LENGTH,
+    parser.add_argument("--temperature", type=_temperature, default=1.0,
+                        help=f"sampling temperature: 0 is greedy, else in [{MIN_TEMPERATURE:g}, {MAX_TEMPERATURE:g}] "
+                             "(default 1.0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed, 0 .. 2**64-1 (default 0)")
+    parser.add_argument("--context-length", type=_context_length, default=DEFAULT_CONTEXT_LENGTH,
                         help=f"context size in tokens, 0 for the model's maximum (default {DEFAULT_CONTEXT_LENGTH})")
 
 
@@ -287,32 +363,81 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="continue a text prompt", description="Continue a plain-text prompt.")
     _add_sampling_arguments(generate, default_limit=100, demo_limit=16)
-    generate.add_argument("-p", "--prompt", default=DEFAULT_PROMPT, help=f"text to continue (default {DEFAULT_PROMPT!r})")
+    generate.add_argument("-p", "--prompt", type=utf8_text, default=DEFAULT_PROMPT, help=f"text to continue (default {DEFAULT_PROMPT!r})")
     generate.set_defaults(run=_cmd_generate)
 
     chat = commands.add_parser("chat", help="chat in the harmony format", description="Chat with a model in the harmony format.")
     _add_sampling_arguments(chat, default_limit=1024, demo_limit=24)
-    chat.add_argument("-p", "--prompt", default=None, help="one user message to answer (default: interactive)")
+    chat.add_argument("-p", "--prompt", type=utf8_text, default=None, help="one user message to answer (default: interactive)")
     chat.add_argument("--reasoning-effort", choices=["low", "medium", "high"], default="medium",
                       help="reasoning effort stated in the system message (default medium)")
     chat.set_defaults(run=_cmd_chat)
     return parser
 
 
+#: Exceptions that are the user's problem (bad file, bad input, missing dependency, no network),
+#: not bugs: shown as one line without a traceback.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (GptOssError, OSError, NotImplementedError, UnicodeError)
+DEBUG_ENV = "GPTOSS_DEBUG"
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line (its message with whitespace collapsed)."""
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())
+
+
+def run_reporting_errors(run: Callable[[], int], prog: str = PROG) -> int:
+    """Call ``run`` and turn exceptions into the exit statuses and one-line messages of the CLI.
+
+    * errors of the runtime and the converter (:mod:`gpt_oss_metal.errors`), OSError and
+      UnicodeError: ``PROG: error: MESSAGE`` on standard error, exit status 1;
+    * any other exception (a bug): the same line, prefixed "internal error" with the exception's
+      type, plus a hint to set ``GPTOSS_DEBUG=1``, which re-raises every exception so that Python
+      prints the traceback;
+    * Ctrl-C: ``PROG: interrupted``, status 130; a closed output pipe (``| head``): status 141,
+      silently, as for a process killed by SIGPIPE.
+    """
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return run()
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        if debug:
+            raise
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except KNOWN_ERRORS as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {one_line(error)}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # noqa: BLE001 - the last resort: one line, not a traceback
+        if debug:
+            raise
+        print(f"{prog}: error: internal error: {type(error).__name__}: {one_line(error)} "
+              f"(run with {DEBUG_ENV}=1 for a traceback)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _silence_stdout() -> None:
+    """After EPIPE on stdout: point it at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gpt-oss-metal``; returns the exit status."""
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (GptOssError, OSError, NotImplementedError) as error:
-        # One clean line: these are the user's problems (bad file, missing dependency, no network),
-        # not bugs, so a traceback would only hide the message.
-        message = " ".join((str(error) or type(error).__name__).split())
-        print(f"{PROG}: error: {message}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_reporting_errors(lambda: args.run(args))
 
 
 if __name__ == "__main__":

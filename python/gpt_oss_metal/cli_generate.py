@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ MAX_TOOL_ROUNDS = 4
 def resolve_model(path: str | None, err: TextIO) -> str:
     """``path``, or the small random demo model (created on first use) with a plain warning."""
     if path is not None:
+        os.stat(path)  # a missing file is an OSError naming the path, whatever bytes the name holds
         return path
     from .testing.demo import default_demo_model
 
@@ -195,6 +197,19 @@ def call_demo_tool(call: ToolCall) -> dict[str, Any]:
     return {"time": datetime.datetime.now(zone).isoformat(timespec="seconds")}
 
 
+def _invalid_utf8(text: str) -> str:
+    """"" if ``text`` encodes as UTF-8, else where it does not ("byte 0xff at byte offset 3")."""
+    try:
+        text.encode("utf-8")
+        return ""
+    except UnicodeEncodeError as error:
+        prefix = text[: error.start].encode("utf-8", "surrogateescape")
+        char = text[error.start]
+        if 0xDC80 <= ord(char) <= 0xDCFF:
+            return f"byte 0x{ord(char) - 0xDC00:02x} at byte offset {len(prefix)}"
+        return f"character {char!r} at byte offset {len(prefix)}"
+
+
 class _Display:
     """Shows a chat answer: reasoning dimmed (or prefixed ``[reasoning]`` when not a terminal)."""
 
@@ -334,7 +349,10 @@ def run_chat(args: argparse.Namespace, stdin: TextIO | None = None, out: TextIO 
     from .harmony import Conversation, verify_tokenizer
     from .model import Model
 
-    stdin = stdin or sys.stdin
+    if stdin is None:
+        stdin = sys.stdin
+        if hasattr(stdin, "reconfigure"):
+            stdin.reconfigure(errors="surrogateescape")  # bad bytes are reported per line, not fatal
     out = out or sys.stdout
     err = err or sys.stderr
     path = resolve_model(args.model, err)
@@ -355,6 +373,10 @@ def run_chat(args: argparse.Namespace, stdin: TextIO | None = None, out: TextIO 
                     out.write("\n")
                     break
                 text = line.strip()
+                bad = _invalid_utf8(text)
+                if bad:
+                    print(f"[ignored: the message is not valid UTF-8 ({bad})]", file=err)
+                    continue
                 if text in ("/quit", "/exit"):
                     break
                 if not text:

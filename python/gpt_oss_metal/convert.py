@@ -25,19 +25,22 @@ from __future__ import annotations
 import glob
 import json
 import math
+import numbers
 import os
+import re
 import struct
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from . import model_bin
-from ._files import atomic_output
+from ._files import atomic_output, check_destination
 from .errors import GptOssError
 from .model_bin import MXFP4_BLOCK, MXFP4_SCALE_OFFSET, ModelHeader, bf16_to_f32, f32_to_bf16
 
 __all__ = [
     "ConversionError",
+    "CheckpointError",
     "convert_checkpoint",
     "detect_layout",
     "load_config",
@@ -50,7 +53,41 @@ __all__ = [
 
 
 class ConversionError(GptOssError, ValueError):
-    """The checkpoint cannot be converted: unknown layout, bad config, missing or malformed tensor."""
+    """The checkpoint cannot be converted: unknown layout, bad config, missing or malformed tensor,
+    or an unusable destination."""
+
+
+class CheckpointError(ConversionError):
+    """A checkpoint file is malformed: a bad safetensors header (dtype, shape, data offsets), a
+    tensor holding NaN or infinity, an E8M0 NaN scale, a config.json value of the wrong type or
+    range, or a config inconsistent with the tensors. The message names the file, the tensor or
+    field and the problem."""
+
+
+def _is_int(value: Any) -> bool:
+    """An integer (bool is an int in Python but not here; 2.0 is not an integer either)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _shown(value: Any) -> str:
+    """A config value as it would appear in JSON (repr for anything JSON cannot show)."""
+    try:
+        text = json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _index_text(index: Any) -> str:
+    parts = index if isinstance(index, tuple) else (index,)
+    return ", ".join(f"{p.start or 0}:{p.stop}" if isinstance(p, slice) else str(p) for p in parts)
+
+
+def _os_error(error: OSError, path: str, doing: str) -> OSError:
+    """An OSError of the same errno whose message names ``path`` (and what was being done)."""
+    if error.errno is None:
+        return OSError(f"{path}: {doing} failed: {error}")
+    return OSError(error.errno, f"{error.strerror or os.strerror(error.errno)} ({doing})", path)
 
 
 #: e2m1 values by 4-bit code (bit 3 is the sign).
@@ -60,6 +97,8 @@ E2M1_VALUES = np.array(
 E8M0_BIAS = 127
 HEAD_DIM = 64  # the only head size layout v1 supports
 ROUTER_TOP_K = 4  # both released models route every token to 4 experts
+#: Largest safetensors JSON header read (the safetensors library's own limit is 100 MB).
+MAX_SAFETENSORS_HEADER = 100_000_000
 
 # --------------------------------------------------------------------------------------------
 # Safetensors shards
@@ -88,36 +127,76 @@ class SafetensorsShards:
             self._index(path)
 
     def _index(self, path: str) -> None:
-        size = os.path.getsize(path)
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) != 8:
-                raise ConversionError(f"{path}: not a safetensors file (shorter than 8 bytes)")
-            (header_size,) = struct.unpack("<Q", prefix)
-            if header_size > size - 8:
-                raise ConversionError(f"{path}: safetensors header size {header_size} exceeds the file")
-            try:
-                header = json.loads(f.read(header_size))
-            except ValueError as e:
-                raise ConversionError(f"{path}: safetensors header is not JSON: {e}") from None
+        try:
+            size = os.path.getsize(path)
+            with open(path, "rb") as f:
+                prefix = f.read(8)
+                if len(prefix) != 8:
+                    raise CheckpointError(f"{path}: not a safetensors file (shorter than 8 bytes)")
+                (header_size,) = struct.unpack("<Q", prefix)
+                if header_size > size - 8:
+                    raise CheckpointError(f"{path}: safetensors header size {header_size} exceeds the file ({size} bytes)")
+                if header_size > MAX_SAFETENSORS_HEADER:
+                    raise CheckpointError(
+                        f"{path}: safetensors header size {header_size} exceeds the limit of {MAX_SAFETENSORS_HEADER} bytes"
+                    )
+                raw = f.read(header_size)
+        except OSError as e:
+            raise _os_error(e, path, "reading") from None
+        try:
+            header = json.loads(raw)
+        except (ValueError, RecursionError) as e:
+            raise CheckpointError(f"{path}: safetensors header is not JSON: {e}") from None
         if not isinstance(header, dict):
-            raise ConversionError(f"{path}: safetensors header is not a JSON object")
+            raise CheckpointError(f"{path}: safetensors header is not a JSON object")
         data_start = 8 + header_size
+        data_size = size - data_start
+        spans: list[tuple[int, int, str]] = []
         for name, entry in header.items():
             if name == "__metadata__":
                 continue
-            if not isinstance(entry, dict):
-                raise ConversionError(f"{path}: safetensors entry {name} is not a JSON object")
-            dtype = entry.get("dtype")
-            shape = tuple(int(s) for s in entry.get("shape", ()))
-            begin, end = (int(x) for x in entry.get("data_offsets", (0, -1)))
-            if dtype not in _SAFETENSORS_DTYPES:
-                raise ConversionError(f"{path}: tensor {name} has unsupported dtype {dtype}")
-            if end - begin != math.prod(shape) * _SAFETENSORS_DTYPES[dtype].itemsize or data_start + end > size:
-                raise ConversionError(f"{path}: tensor {name} data offsets {begin}..{end} do not match its shape")
-            if name in self._entries:
-                raise ConversionError(f"tensor {name} appears in both {self._entries[name][0]} and {path}")
-            self._entries[name] = (path, dtype, shape, data_start + begin)
+            spans.append(self._parse_entry(path, name, entry, data_start, data_size))
+        # The data of different tensors must not overlap (safetensors stores them back to back):
+        # overlapping spans mean a corrupt or hostile header.
+        spans.sort()
+        for (begin, end, name), (next_begin, _, next_name) in zip(spans, spans[1:]):
+            if next_begin < end:
+                raise CheckpointError(
+                    f"{path}: tensors {name} (bytes {begin}..{end}) and {next_name} (from byte {next_begin}) overlap"
+                )
+
+    def _parse_entry(self, path: str, name: str, entry: Any, data_start: int, data_size: int) -> tuple[int, int, str]:
+        where = f"{path}: tensor {name}"
+        if not isinstance(entry, dict):
+            raise CheckpointError(f"{where}: header entry is not a JSON object")
+        dtype = entry.get("dtype")
+        if not isinstance(dtype, str) or dtype not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(
+                f"{where}: unsupported dtype {dtype!r} (supported: {', '.join(_SAFETENSORS_DTYPES)})"
+            )
+        shape = entry.get("shape")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise CheckpointError(f"{where}: shape {shape!r} is not a list of non-negative integers")
+        offsets = entry.get("data_offsets")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(x) for x in offsets)):
+            raise CheckpointError(f"{where}: data_offsets {offsets!r} is not a list of two integers")
+        begin, end = offsets
+        if begin < 0 or end < begin:
+            raise CheckpointError(f"{where}: data_offsets [{begin}, {end}] are negative or out of order")
+        if end > data_size:
+            raise CheckpointError(
+                f"{where}: data_offsets [{begin}, {end}] end beyond the file's {data_size} data bytes (truncated file?)"
+            )
+        nbytes = math.prod(shape) * _SAFETENSORS_DTYPES[dtype].itemsize
+        if end - begin != nbytes:
+            raise CheckpointError(
+                f"{where}: data_offsets [{begin}, {end}] span {end - begin} bytes, but shape {shape} of {dtype} "
+                f"needs {nbytes}"
+            )
+        if name in self._entries:
+            raise CheckpointError(f"tensor {name} appears in both {self._entries[name][0]} and {path}")
+        self._entries[name] = (path, dtype, tuple(shape), data_start + begin)
+        return begin, end, name
 
     def describe(self) -> str:
         """The shard set, for error messages."""
@@ -139,36 +218,74 @@ class SafetensorsShards:
     def file_of(self, name: str) -> str:
         return self._entries[name][0]
 
+    def where(self, name: str, index: Any = ()) -> str:
+        """``FILE: tensor NAME[INDEX]``, for error messages."""
+        part = f"[{_index_text(index)}]" if index != () else ""
+        return f"{self.file_of(name)}: tensor {name}{part}"
+
     def view(self, name: str) -> np.ndarray:
         """Zero-copy memory-mapped view of a tensor (BF16 as raw uint16)."""
         path, dtype, shape, offset = self._entries[name]
         m = self._maps.get(path)
         if m is None:
-            m = self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
+            try:
+                m = self._maps[path] = np.memmap(path, dtype=np.uint8, mode="r")
+            except OSError as e:
+                raise _os_error(e, path, "memory-mapping") from None
         np_dtype = _SAFETENSORS_DTYPES[dtype]
         return np.frombuffer(m, dtype=np_dtype, count=math.prod(shape), offset=offset).reshape(shape)
 
+    def _check_finite(self, name: str, index: Any, raw: np.ndarray, rounded: np.ndarray | None = None) -> None:
+        """Refuse NaN and infinity in a float tensor: ``raw`` as stored, ``rounded`` its bf16 bits
+        after rounding from F32/F16 (a finite value beyond the bf16 range rounds to infinity)."""
+        if self.dtype(name) == "BF16":
+            bad = (raw & 0x7F80) == 0x7F80  # exponent all ones: infinity or NaN
+            problem = "NaN or infinity"
+        else:
+            bad = ~np.isfinite(raw)
+            problem = "NaN or infinity"
+            if rounded is not None and not bad.any():
+                bad = (rounded & 0x7F80) == 0x7F80
+                problem = "a value beyond the bf16 range (it would round to infinity)"
+        if not bad.any():
+            return
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        value = float(bf16_to_f32(raw[first]) if self.dtype(name) == "BF16" else raw[first])
+        part = f"[{_index_text(index)}]" if index != () else ""
+        raise CheckpointError(
+            f"{self.file_of(name)}: tensor {name}{part} contains {problem}: {int(bad.sum())} such value(s), "
+            f"the first {value} at index {list(first)}"
+        )
+
     def read_bf16(self, name: str, index: Any = ()) -> np.ndarray:
-        """A tensor (or ``index`` of it) as bf16 bits (uint16); F32/F16 are rounded to nearest-even."""
+        """A tensor (or ``index`` of it) as bf16 bits (uint16); F32/F16 are rounded to nearest-even.
+
+        Raises CheckpointError if it holds NaN or infinity (or a value that rounds to infinity)."""
         part = self.view(name)[index]
         if self.dtype(name) == "BF16":
-            return np.array(part)
+            out = np.array(part)
+            self._check_finite(name, index, out)
+            return out
         if self.dtype(name) in ("F32", "F16"):
-            return f32_to_bf16(part.astype(np.float32))
-        raise ConversionError(f"tensor {name} in {self.file_of(name)} is {self.dtype(name)}, expected a float type")
+            out = f32_to_bf16(part.astype(np.float32))
+            self._check_finite(name, index, part, out)
+            return out
+        raise CheckpointError(f"tensor {name} in {self.file_of(name)} is {self.dtype(name)}, expected a float type")
 
     def read_f32(self, name: str, index: Any = ()) -> np.ndarray:
-        """A tensor (or ``index`` of it) widened to float32 (exact for BF16/F16/F32)."""
+        """A tensor (or ``index`` of it) widened to float32 (exact for BF16/F16/F32); refuses NaN and infinity."""
         part = self.view(name)[index]
         if self.dtype(name) == "BF16":
+            self._check_finite(name, index, part)
             return bf16_to_f32(part)
         if self.dtype(name) in ("F32", "F16"):
+            self._check_finite(name, index, part)
             return part.astype(np.float32)
-        raise ConversionError(f"tensor {name} in {self.file_of(name)} is {self.dtype(name)}, expected a float type")
+        raise CheckpointError(f"tensor {name} in {self.file_of(name)} is {self.dtype(name)}, expected a float type")
 
     def read_u8(self, name: str, index: Any = ()) -> np.ndarray:
         if self.dtype(name) != "U8":
-            raise ConversionError(f"tensor {name} in {self.file_of(name)} is {self.dtype(name)}, expected U8")
+            raise CheckpointError(f"tensor {name} in {self.file_of(name)} is {self.dtype(name)}, expected U8")
         return np.array(self.view(name)[index])
 
     def close(self) -> None:
@@ -238,10 +355,16 @@ def quantize_mxfp4(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _stored_scales(scales: np.ndarray, what: str) -> np.ndarray:
-    """Checkpoint E8M0 scales -> model.bin bytes (s + 14), refusing values that overflow a byte."""
+    """Checkpoint E8M0 scales -> model.bin bytes (s + 14), refusing NaN (255) and values that overflow a byte."""
+    nan = scales == 255
+    if nan.any():
+        first = [int(i) for i in np.argwhere(nan)[0]]
+        raise CheckpointError(
+            f"{what}: MXFP4 scale 255 (E8M0 NaN) at index {first} ({int(nan.sum())} in all); refusing NaN weights"
+        )
     limit = 255 - MXFP4_SCALE_OFFSET
     if scales.size and int(scales.max()) > limit:
-        raise ConversionError(
+        raise CheckpointError(
             f"{what}: MXFP4 scale {int(scales.max())} exceeds {limit}, so scale + {MXFP4_SCALE_OFFSET} "
             "does not fit in a byte"
         )
@@ -277,52 +400,139 @@ def _normalized_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Ranges the C loader accepts (metal/source/include/internal/model-file.h, parse_model_header).
+MAX_CONTEXT_LENGTH = 1 << 24
+MAX_BLOCKS = 1024
+MAX_EXPERTS = 1024
+MAX_EMBEDDING_DIM = 65536
+MAX_MLP_DIM = 65536
+MAX_HEADS = 1024
+MAX_ATTENTION_WINDOW = 1 << 24
+#: Largest vocab_size (rows of the checkpoint's embedding tables) accepted.
+MAX_VOCAB_ROWS = 1 << 24
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+class _ConfigReader:
+    """Typed, range-checked access to config.json values (CheckpointError naming the field)."""
+
+    def __init__(self, config: Mapping[str, Any], where: str) -> None:
+        self.config = config
+        self.where = where
+
+    def _lookup(self, names: tuple[str, ...], default: Any) -> tuple[str, Any]:
+        for name in names:
+            if name in self.config:
+                return name, self.config[name]
+        if default is not None:
+            return names[0], default
+        raise CheckpointError(f"{self.where}: config.json lacks {' / '.join(names)}")
+
+    def int(self, *names: str, low: int, high: int, default: int | None = None) -> int:
+        name, value = self._lookup(names, default)
+        if not _is_int(value):
+            raise CheckpointError(f"{self.where}: {name} must be an integer, got {_shown(value)}")
+        value = int(value)
+        if not low <= value <= high:
+            raise CheckpointError(f"{self.where}: {name} is {value}; must be in [{low}, {high}]")
+        return value
+
+    def float(self, *names: str, above: float, high: float = _F32_MAX, default: float | None = None) -> float:
+        """A finite number > ``above`` and <= ``high`` (float32-representable by default)."""
+        name, value = self._lookup(names, default)
+        if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+            raise CheckpointError(f"{self.where}: {name} must be a number, got {_shown(value)}")
+        value = float(value)
+        if not (math.isfinite(value) and above < value <= high):
+            bound = f"> {above:g}" + (" and representable as float32" if high == _F32_MAX else f" and <= {high:g}")
+            raise CheckpointError(f"{self.where}: {name} is {value}; must be a finite number {bound}")
+        return value
+
+
+def _check_header(h: ModelHeader, where: str) -> None:
+    """The derived header against the C loader's checks (the fields that are not copied values)."""
+    for field, low, high in (("interpolation_scale", 0.0, 1.0), ("yarn_multiplier", 0.0, math.inf),
+                             ("rmsnorm_epsilon", 0.0, 1.0), ("yarn_offset", -math.inf, math.inf),
+                             ("yarn_scale", -math.inf, math.inf), ("swiglu_limit", 0.0, math.inf),
+                             ("rope_theta", 0.0, math.inf)):
+        value = getattr(h, field)
+        if not (math.isfinite(value) and (value > low or low == -math.inf) and value <= high):
+            raise CheckpointError(
+                f"{where}: the RoPE/YaRN settings give header field {field} = {value}, which the runtime rejects "
+                f"(must be a finite number in ({low:g}, {high:g}])"
+            )
+    if not 1 <= h.context_length <= MAX_CONTEXT_LENGTH:
+        raise CheckpointError(
+            f"{where}: context length (initial context length x rope scaling factor) is {h.context_length}; "
+            f"must be in [1, {MAX_CONTEXT_LENGTH}]"
+        )
+
+
 def header_for_config(config: Mapping[str, Any], where: str = "config.json") -> ModelHeader:
-    """Validate a checkpoint config and derive the model.bin header (ConversionError if unusable)."""
+    """Validate a checkpoint config and derive the model.bin header (ConversionError if unusable).
+
+    Every value is checked for its JSON type (an integer field must hold an integer: 2.7 and true
+    are refused) and for the range the C loader accepts, so a converted file always loads.
+    """
     config = _normalized_config(config)
     if "experts_per_token" not in config and "num_experts_per_tok" not in config:
         config["experts_per_token"] = ROUTER_TOP_K  # absent from some configs; both released models use 4
     rope_scaling = config.get("rope_scaling")
-    if isinstance(rope_scaling, Mapping):
-        rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "yarn"))
-        if rope_type != "yarn":
-            raise ConversionError(f"{where}: rope_scaling type {rope_type!r} is not supported (expected 'yarn')")
+    if rope_scaling is not None and not isinstance(rope_scaling, Mapping):
+        raise CheckpointError(f"{where}: rope_scaling must be a JSON object, got {_shown(rope_scaling)}")
+    rope_scaling = rope_scaling or {}
+    rope_type = rope_scaling.get("rope_type", rope_scaling.get("type", "yarn"))
+    if rope_type != "yarn":
+        raise ConversionError(f"{where}: rope_scaling type {rope_type!r} is not supported (expected 'yarn')")
+    c = _ConfigReader(config, where)
+    head_dim = c.int("head_dim", low=1, high=1 << 30)
+    if head_dim != HEAD_DIM:
+        raise ConversionError(f"{where}: head_dim {head_dim} is not supported (layout v1 needs {HEAD_DIM})")
+    num_blocks = c.int("num_hidden_layers", low=1, high=MAX_BLOCKS)
+    num_experts = c.int("num_experts", "num_local_experts", low=1, high=MAX_EXPERTS)
+    active = c.int("experts_per_token", "num_experts_per_tok", low=1, high=num_experts)
+    dims = {}
+    for field, high in (("hidden_size", MAX_EMBEDDING_DIM), ("intermediate_size", MAX_MLP_DIM)):
+        dims[field] = c.int(field, low=MXFP4_BLOCK, high=high)
+        if dims[field] % MXFP4_BLOCK:
+            raise CheckpointError(f"{where}: {field} {dims[field]} is not a multiple of {MXFP4_BLOCK} (MXFP4 blocks)")
+    num_heads = c.int("num_attention_heads", low=1, high=MAX_HEADS)
+    num_kv_heads = c.int("num_key_value_heads", low=1, high=MAX_HEADS)
+    if num_heads % num_kv_heads:
+        raise CheckpointError(
+            f"{where}: num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"
+        )
+    sliding_window = c.int("sliding_window", low=1, high=MAX_ATTENTION_WINDOW)
+    c.float("swiglu_limit", above=0.0)
+    c.float("rope_theta", above=1.0)  # ln(theta) divides in the YaRN formulas
+    c.int("vocab_size", low=model_bin.NUM_TEXT_TOKENS + model_bin.NUM_SPECIAL_TOKENS, high=MAX_VOCAB_ROWS)
+    # RoPE scaling: top-level (original layout) or inside rope_scaling (Hugging Face).
+    scaling = _ConfigReader({**rope_scaling, **config}, where)
+    scaling.int("initial_context_length", "original_max_position_embeddings", low=1, high=MAX_CONTEXT_LENGTH,
+                default=4096)
+    factor = scaling.float("rope_scaling_factor", "factor", above=0.0, default=32.0)
+    if factor < 1.0:
+        raise CheckpointError(f"{where}: rope scaling factor is {factor}; must be >= 1")
+    alpha = scaling.float("rope_ntk_alpha", "beta_slow", above=0.0, default=1.0)
+    beta = scaling.float("rope_ntk_beta", "beta_fast", above=0.0, default=32.0)
+    if alpha == beta:
+        raise CheckpointError(f"{where}: the YaRN ramp is empty: rope_ntk_alpha/beta_slow equals rope_ntk_beta/beta_fast ({alpha})")
     try:
-        header = model_bin.header_from_config(config, num_active_experts=None)
-    except KeyError as e:
-        raise ConversionError(f"{where}: {e.args[0]}") from None
-    except (TypeError, ValueError, ZeroDivisionError) as e:
-        raise ConversionError(f"{where}: invalid value: {e}") from None
-    if header.head_dim != HEAD_DIM:
-        raise ConversionError(f"{where}: head_dim {header.head_dim} is not supported (layout v1 needs {HEAD_DIM})")
-    positive = ("num_blocks", "num_experts", "num_active_experts", "embedding_dim", "mlp_dim", "num_heads",
-                "num_kv_heads", "attention_window", "context_length")
-    for field in positive:
-        if getattr(header, field) <= 0:
-            raise ConversionError(f"{where}: {field} must be positive, got {getattr(header, field)}")
-    for field, value in (("hidden_size", header.embedding_dim), ("intermediate_size", header.mlp_dim)):
-        if value % MXFP4_BLOCK:
-            raise ConversionError(f"{where}: {field} {value} is not a multiple of {MXFP4_BLOCK} (MXFP4 blocks)")
-    if header.num_heads % header.num_kv_heads:
-        raise ConversionError(
-            f"{where}: num_attention_heads {header.num_heads} is not a multiple of num_key_value_heads "
-            f"{header.num_kv_heads}"
-        )
-    if header.num_active_experts > header.num_experts:
-        raise ConversionError(f"{where}: {header.num_active_experts} active experts > {header.num_experts} experts")
-    vocab_size = int(config.get("vocab_size", 0))
-    if vocab_size < model_bin.NUM_TEXT_TOKENS + model_bin.NUM_SPECIAL_TOKENS:
-        raise ConversionError(
-            f"{where}: vocab_size {vocab_size} is smaller than the "
-            f"{model_bin.NUM_TEXT_TOKENS + model_bin.NUM_SPECIAL_TOKENS} ids of o200k_harmony"
-        )
+        header = model_bin.header_from_config(config, num_active_experts=active)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError, OverflowError) as e:
+        raise CheckpointError(f"{where}: invalid value: {e}") from None
+    # The values checked above are the ones header_from_config copies.
+    assert (header.num_blocks, header.num_experts, header.embedding_dim, header.mlp_dim, header.num_heads,
+            header.num_kv_heads, header.attention_window) == (
+        num_blocks, num_experts, dims["hidden_size"], dims["intermediate_size"], num_heads, num_kv_heads, sliding_window)
+    _check_header(header, where)
     layer_types = config.get("layer_types")
     if layer_types is not None:
         expected = ["sliding_attention" if n % 2 == 0 else "full_attention" for n in range(header.num_blocks)]
-        if list(layer_types) != expected:
-            raise ConversionError(
+        if not isinstance(layer_types, list) or layer_types != expected:
+            raise CheckpointError(
                 f"{where}: layer_types must alternate sliding/full starting with sliding (layout v1 "
-                f"implies that pattern), got {list(layer_types)}"
+                f"implies that pattern) for {header.num_blocks} layers, got {_shown(layer_types)}"
             )
     return header
 
@@ -451,10 +661,10 @@ class _OriginalCheckpoint(_Checkpoint):
         s, b = self.shards, f"block.{n}.mlp"
         return {
             "mlp1_blocks": s.read_u8(f"{b}.mlp1_weight.blocks", e),
-            "mlp1_scales": _stored_scales(s.read_u8(f"{b}.mlp1_weight.scales", e), f"{b}.mlp1_weight.scales[{e}]"),
+            "mlp1_scales": _stored_scales(s.read_u8(f"{b}.mlp1_weight.scales", e), s.where(f"{b}.mlp1_weight.scales", e)),
             "mlp1_bias": s.read_bf16(f"{b}.mlp1_bias", e),
             "mlp2_blocks": s.read_u8(f"{b}.mlp2_weight.blocks", e),
-            "mlp2_scales": _stored_scales(s.read_u8(f"{b}.mlp2_weight.scales", e), f"{b}.mlp2_weight.scales[{e}]"),
+            "mlp2_scales": _stored_scales(s.read_u8(f"{b}.mlp2_weight.scales", e), s.where(f"{b}.mlp2_weight.scales", e)),
             "mlp2_bias": s.read_bf16(f"{b}.mlp2_bias", e),
         }
 
@@ -525,6 +735,8 @@ class _HFCheckpoint(_Checkpoint):
     def expert(self, n: int, e: int) -> dict[str, np.ndarray]:
         s, x = self.shards, f"model.layers.{n}.mlp.experts"
         if self.quantized:
+            mlp1_what = s.where(f"{x}.gate_up_proj_scales", e)
+            mlp2_what = s.where(f"{x}.down_proj_scales", e)
             mlp1_blocks = s.read_u8(f"{x}.gate_up_proj_blocks", e)
             mlp1_scales = s.read_u8(f"{x}.gate_up_proj_scales", e)
             mlp2_blocks = s.read_u8(f"{x}.down_proj_blocks", e)
@@ -532,34 +744,50 @@ class _HFCheckpoint(_Checkpoint):
         else:
             # gate_up_proj[e] is [D, 2I], input-major, gate = even columns: its transpose has the
             # alternating gate/linear rows of model.bin. down_proj[e] is [I, D] -> rows [D, I].
+            mlp1_what = s.where(f"{x}.gate_up_proj", e)
+            mlp2_what = s.where(f"{x}.down_proj", e)
             mlp1_blocks, mlp1_scales = quantize_mxfp4(s.read_f32(f"{x}.gate_up_proj", e).T)
             mlp2_blocks, mlp2_scales = quantize_mxfp4(s.read_f32(f"{x}.down_proj", e).T)
         return {
             "mlp1_blocks": mlp1_blocks,
-            "mlp1_scales": _stored_scales(mlp1_scales, f"{x}.gate_up_proj (expert {e})"),
+            "mlp1_scales": _stored_scales(mlp1_scales, mlp1_what),
             "mlp1_bias": s.read_bf16(f"{x}.gate_up_proj_bias", e),
             "mlp2_blocks": mlp2_blocks,
-            "mlp2_scales": _stored_scales(mlp2_scales, f"{x}.down_proj (expert {e})"),
+            "mlp2_scales": _stored_scales(mlp2_scales, mlp2_what),
             "mlp2_bias": s.read_bf16(f"{x}.down_proj_bias", e),
         }
 
 
+_BLOCK_INDEX = re.compile(r"^(?:block|model\.layers)\.(\d+)\.")
+
+
+def _check_block_count(shards: SafetensorsShards, num_blocks: int, where: str) -> None:
+    """config.json's layer count must match the blocks the checkpoint has tensors for (a larger
+    count would ask for tensors that do not exist, a smaller one would silently drop layers)."""
+    present = {int(m.group(1)) for m in map(_BLOCK_INDEX.match, shards.names()) if m}
+    if present and present != set(range(num_blocks)) and (max(present) + 1 != num_blocks or len(present) > num_blocks):
+        raise CheckpointError(
+            f"{where}: num_hidden_layers is {num_blocks}, but {shards.describe()} has tensors for "
+            f"{len(present)} blocks (numbered {min(present)}..{max(present)})"
+        )
+
+
 def _check_tensors(ckpt: _Checkpoint) -> None:
-    expected = ckpt.expected_tensors()
     shards = ckpt.shards
+    expected = ckpt.expected_tensors()
     missing = [name for name in expected if name not in shards]
     if missing:
         shown = ", ".join(missing[:8]) + (f", ... ({len(missing)} in all)" if len(missing) > 8 else "")
-        raise ConversionError(f"missing tensors {shown} in {shards.describe()}")
+        raise CheckpointError(f"missing tensors {shown} in {shards.describe()}")
     for name, shape in expected.items():
         if shards.shape(name) != shape:
-            raise ConversionError(
+            raise CheckpointError(
                 f"tensor {name} in {shards.file_of(name)}: expected shape {list(shape)}, got {list(shards.shape(name))}"
             )
         want_u8 = name.endswith(("blocks", "scales"))
         if want_u8 != (shards.dtype(name) == "U8") or shards.dtype(name) == "I8":
             kind = "U8" if want_u8 else "a float type (BF16, F16, F32)"
-            raise ConversionError(f"tensor {name} in {shards.file_of(name)}: expected {kind}, got {shards.dtype(name)}")
+            raise CheckpointError(f"tensor {name} in {shards.file_of(name)}: expected {kind}, got {shards.dtype(name)}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -587,13 +815,17 @@ def tokenizer_section() -> tuple[bytes, bytes, bytes]:
 class _Writer:
     """Sequential writer that zero-fills up to each tensor's layout offset and checks it."""
 
-    def __init__(self, f, progress) -> None:
+    def __init__(self, f, progress, path: str = "") -> None:
         self.f = f
         self.pos = 0
         self.progress = progress
+        self.path = path  # the destination, named in write errors
 
     def write(self, data: bytes | memoryview) -> None:
-        self.f.write(data)
+        try:
+            self.f.write(data)
+        except OSError as e:
+            raise _os_error(e, self.path or getattr(self.f, "name", "?"), "writing") from None
         self.pos += len(data)
         if self.progress is not None:
             self.progress.update(len(data))
@@ -666,7 +898,9 @@ def open_checkpoint(src: str) -> tuple[_Checkpoint, str]:
     config = load_config(src)
     shards = SafetensorsShards(src)
     layout = detect_layout(shards, config)
-    header = header_for_config(config, os.path.join(src, "config.json"))
+    where = os.path.join(src, "config.json")
+    header = header_for_config(config, where)
+    _check_block_count(shards, header.num_blocks, where)
     vocab_rows = int(config["vocab_size"])
     ckpt: _Checkpoint
     if layout == "original":
@@ -677,28 +911,64 @@ def open_checkpoint(src: str) -> tuple[_Checkpoint, str]:
     return ckpt, layout
 
 
+#: Errors of the C loader that mean the written file is wrong (others, such as a device too small
+#: for the model, say nothing about the file: the loader validates the file before the device).
+def _runtime_rejections() -> tuple[type[BaseException], ...]:
+    from .errors import GptOssIOError, InvalidArgumentError, ModelFileError, UnsupportedArgumentError
+
+    return (ModelFileError, UnsupportedArgumentError, InvalidArgumentError, GptOssIOError)
+
+
+def _check_with_runtime(tmp: str, dst: str) -> None:
+    """Load the finished temporary file with the C loader (the runtime's own validation).
+
+    Skipped when the compiled extension is unavailable (the converter itself is pure Python)."""
+    try:
+        from . import _metal
+    except ImportError:
+        return
+    try:
+        model = _metal.Model(tmp)
+    except _runtime_rejections() as e:
+        raise ConversionError(f"{dst}: the converted file is rejected by the runtime's loader, so it was not written: {e}") from None
+    except GptOssError:
+        return  # e.g. InsufficientResourcesError: a valid file this machine cannot run
+    model.close()
+
+
 def convert_checkpoint(src: str, dst: str, progress: bool = True) -> model_bin.ModelBin:
     """Convert the checkpoint directory ``src`` into the model.bin file ``dst``.
 
     Returns the written file opened with :func:`gpt_oss_metal.model_bin.read_model_bin`. Raises
-    :class:`ConversionError` for an unusable checkpoint; on any failure ``dst`` is left as it was
-    and no temporary file remains.
+    :class:`ConversionError` (:class:`CheckpointError` for malformed checkpoint data) for an
+    unusable checkpoint or destination, and :class:`OSError` naming the file for I/O failures; on
+    any failure ``dst`` is left as it was and no temporary file remains. The destination must not
+    be an existing non-regular file (a device, FIFO, directory) nor one of the checkpoint's files.
+
+    Before the temporary file is renamed over ``dst`` it is re-read with
+    :func:`gpt_oss_metal.model_bin.read_model_bin` and loaded by the C runtime's loader. In the
+    main thread, SIGTERM and SIGHUP during the conversion delete the temporary file and exit with
+    status 128 + signum (SIGINT raises KeyboardInterrupt, which deletes it too).
     """
     ckpt, layout_name = open_checkpoint(src)
-    h = ckpt.h
-    uuids, regex, tokens = tokenizer_section()
-    layout = model_bin.compute_layout(
-        h, model_bin.NUM_SPECIAL_TOKENS, model_bin.NUM_TEXT_TOKENS, len(regex), len(tokens)
-    )
     try:
+        try:
+            check_destination(dst, [*ckpt.shards.files, os.path.join(src, "config.json")])
+        except ValueError as e:
+            raise ConversionError(str(e)) from None
+        h = ckpt.h
+        uuids, regex, tokens = tokenizer_section()
+        layout = model_bin.compute_layout(
+            h, model_bin.NUM_SPECIAL_TOKENS, model_bin.NUM_TEXT_TOKENS, len(regex), len(tokens)
+        )
         from tqdm.auto import tqdm
 
-        with atomic_output(dst, suffix=".partial") as (f, tmp):
+        with atomic_output(dst, suffix=".partial", cleanup_on_signals=True) as (f, tmp):
             with tqdm(
                 total=layout.file_size, unit="B", unit_scale=True, unit_divisor=1024,
                 desc=f"convert {layout_name}", disable=not progress,
             ) as bar:
-                w = _Writer(f, bar)
+                w = _Writer(f, bar, dst)
                 w.write(model_bin.MAGIC)
                 w.write(model_bin.MODEL_UUID.bytes)
                 w.write(h.pack())
@@ -710,13 +980,18 @@ def convert_checkpoint(src: str, dst: str, progress: bool = True) -> model_bin.M
                 w.write(regex)
                 w.write(tokens)
                 _write_weights(w, ckpt, layout)
-            f.flush()
-            written = model_bin.read_model_bin(tmp)
+            try:
+                f.flush()
+            except OSError as e:
+                raise _os_error(e, dst, "writing") from None
+            try:
+                written = model_bin.read_model_bin(tmp)
+            except ValueError as e:
+                raise ConversionError(f"{dst}: re-reading the converted file failed, so it was not written: {e}") from None
             if written.header.pack() != h.pack() or written.layout.file_size != os.path.getsize(tmp):
                 raise ConversionError(f"{tmp}: re-reading the written file gave a different header or size")
             del written
+            _check_with_runtime(tmp, dst)
     finally:
         ckpt.shards.close()
     return model_bin.read_model_bin(dst)
-
-
