@@ -22,6 +22,7 @@ __all__ = [
     "CancelledError",
     "DeviceError",
     "DeviceMemoryWarning",
+    "NotARegularFileError",
     "TextEncodingError",
     "TokenIdError",
     "exception_for_status",
@@ -141,6 +142,13 @@ class TokenIdError(InvalidArgumentError, IndexError):
     def __init__(self, message: str, token_id: int | None = None) -> None:
         super().__init__(message)
         self.token_id = token_id
+
+
+class NotARegularFileError(ModelFileError, GptOssIOError):
+    """The model path names a directory, FIFO, device or socket, not a regular file (a model.bin
+    is memory-mapped, and reading a FIFO would block forever). Both a :class:`ModelFileError`
+    (``ValueError``) and a :class:`GptOssIOError` (``OSError``, ``errno`` ``EISDIR`` for a
+    directory, ``ENODEV`` otherwise); the message names the path and what it is."""
 
 
 # ---- end of loader-branch classes ----
