@@ -2,12 +2,17 @@
  * Model loading: open + fstat + mmap the whole model.bin read-only, validate it completely
  * (model-file.c), then build the tokenizer. Weights stay in the mapping; nothing is copied.
  */
-/* POSIX.1-2008 for O_CLOEXEC under strict -std=c11 (macOS exposes everything by default). */
+/* POSIX.1-2008 for O_CLOEXEC under strict -std=c11 (macOS exposes everything by default);
+ * _DEFAULT_SOURCE for MAP_ANONYMOUS (the SIGBUS guard) on glibc. */
 #if !defined(_POSIX_C_SOURCE) && !defined(__APPLE__)
   #define _POSIX_C_SOURCE 200809L
 #endif
+#if !defined(_DEFAULT_SOURCE) && !defined(__APPLE__)
+  #define _DEFAULT_SOURCE 1
+#endif
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -31,11 +36,127 @@ struct gptoss_file_mapping* gptoss_file_mapping_retain(struct gptoss_file_mappin
     return mapping;
 }
 
+/*
+ * ---- SIGBUS guard ----
+ *
+ * A read of a mapped page that lies past the end of a file truncated after it was mapped raises
+ * SIGBUS, which kills the process (the CPU execution layer and the tokenizer read the mapping
+ * directly). gptoss_model_check_file catches a truncation before each unit of work, but not one
+ * that happens while kernels run. This guard covers that window: a SIGBUS at an address inside a
+ * registered model mapping replaces the faulting page with a page of zeros (the read then
+ * completes) and marks the mapping changed, so the next gptoss_model_check_file fails and the
+ * results of the unit of work in flight must be discarded. A SIGBUS anywhere else goes to the
+ * handler that was installed before (or the default action: the process dies as it would have).
+ *
+ * The handler is installed when the first model is loaded. A handler installed later by someone
+ * else (e.g. faulthandler.enable() after the load) replaces it, and then a truncation during a
+ * kernel kills the process again. GPTOSS_SIGBUS_GUARD=0 in the environment disables the guard.
+ */
+#define GUARD_SLOTS 256
+
+static struct {
+    _Atomic(struct gptoss_file_mapping*) mapping;
+    _Atomic uintptr_t start;
+    _Atomic uintptr_t end;
+} guard_slots[GUARD_SLOTS];
+
+static struct sigaction previous_sigbus_action;
+static uintptr_t guard_page_size;
+static atomic_int guard_state;  /* 0: not tried, 1: installing, 2: installed, 3: disabled */
+
+static void sigbus_handler(int signal_number, siginfo_t* info, void* context) {
+    const uintptr_t address = (uintptr_t) info->si_addr;
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        struct gptoss_file_mapping* mapping = atomic_load_explicit(&guard_slots[i].mapping, memory_order_acquire);
+        if (mapping == NULL) {
+            continue;
+        }
+        const uintptr_t start = atomic_load_explicit(&guard_slots[i].start, memory_order_relaxed);
+        const uintptr_t end = atomic_load_explicit(&guard_slots[i].end, memory_order_relaxed);
+        if (address >= start && address < end) {
+            void* page = (void*) (address & ~(guard_page_size - 1));
+            /* mmap is a plain system call (async-signal-safe in practice, though POSIX does not list it). */
+            if (mmap(page, (size_t) guard_page_size, PROT_READ, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1, 0) != MAP_FAILED) {
+                atomic_store_explicit(&mapping->changed, true, memory_order_relaxed);
+                return;  /* the faulting read is retried and reads zeros */
+            }
+            break;
+        }
+    }
+    if (previous_sigbus_action.sa_flags & SA_SIGINFO) {
+        previous_sigbus_action.sa_sigaction(signal_number, info, context);
+    } else if (previous_sigbus_action.sa_handler == SIG_DFL || previous_sigbus_action.sa_handler == SIG_IGN) {
+        /* Restore the default action; returning retries the read, which faults again and terminates. */
+        struct sigaction default_action;
+        memset(&default_action, 0, sizeof(default_action));
+        default_action.sa_handler = SIG_DFL;
+        sigemptyset(&default_action.sa_mask);
+        sigaction(SIGBUS, &default_action, NULL);
+    } else {
+        previous_sigbus_action.sa_handler(signal_number);
+    }
+}
+
+static void guard_install_once(void) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&guard_state, &expected, 1)) {
+        while (atomic_load(&guard_state) == 1) {
+            /* another thread is installing: wait (a few microseconds) */
+        }
+        return;
+    }
+    const char* setting = getenv("GPTOSS_SIGBUS_GUARD");
+    if (setting != NULL && strcmp(setting, "0") == 0) {
+        atomic_store(&guard_state, 3);
+        return;
+    }
+    guard_page_size = (uintptr_t) sysconf(_SC_PAGESIZE);
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = sigbus_handler;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    atomic_store(&guard_state, sigaction(SIGBUS, &action, &previous_sigbus_action) == 0 ? 2 : 3);
+}
+
+static void guard_register(struct gptoss_file_mapping* mapping) {
+    if (mapping->ptr == NULL) {
+        return;
+    }
+    guard_install_once();
+    if (atomic_load(&guard_state) != 2) {
+        return;
+    }
+    /* Claim a free slot by its start (0 -> ptr); the handler looks only at slots whose mapping is set. */
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        uintptr_t expected_start = 0;
+        if (atomic_compare_exchange_strong(&guard_slots[i].start, &expected_start, (uintptr_t) mapping->ptr)) {
+            atomic_store_explicit(&guard_slots[i].end, (uintptr_t) mapping->ptr + mapping->size, memory_order_relaxed);
+            atomic_store_explicit(&guard_slots[i].mapping, mapping, memory_order_release);
+            mapping->guard_slot = i;
+            return;
+        }
+    }
+    /* All slots in use: this mapping is unguarded (gptoss_model_check_file still works). */
+}
+
+static void guard_unregister(struct gptoss_file_mapping* mapping) {
+    const int i = mapping->guard_slot;
+    if (i < 0) {
+        return;
+    }
+    atomic_store_explicit(&guard_slots[i].mapping, NULL, memory_order_release);
+    atomic_store_explicit(&guard_slots[i].end, 0, memory_order_relaxed);
+    atomic_store_explicit(&guard_slots[i].start, 0, memory_order_release);  /* frees the slot */
+    mapping->guard_slot = -1;
+}
+
 void gptoss_file_mapping_release(struct gptoss_file_mapping* mapping) {
     if (mapping == NULL) {
         return;
     }
     if (atomic_fetch_sub_explicit(&mapping->ref_count, 1, memory_order_acq_rel) == 1) {
+        guard_unregister(mapping);
         if (mapping->ptr != NULL) {
             munmap(mapping->ptr, mapping->size);
         }
@@ -151,6 +272,8 @@ static enum gptoss_status map_file(const char* path, const char* name, struct gp
         }
         mapping->ptr = ptr;
     }
+    mapping->guard_slot = -1;
+    guard_register(mapping);
     *mapping_out = mapping;
     return gptoss_status_success;
 }

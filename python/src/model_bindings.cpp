@@ -14,6 +14,9 @@
 
 namespace py = pybind11;
 
+// internal/model.h (declared there; repeated here to keep the C structs out of C++).
+extern "C" enum gptoss_status gptoss_model_check_file(const struct gptoss_model* model);
+
 namespace gptoss_python {
 namespace {
 
@@ -219,6 +222,11 @@ public:
 
     py::object path() const { return path_; }
 
+    // ModelFileError if the file changed since the load (truncated, rewritten in place).
+    void check_file() const {
+        check(gptoss_model_check_file(handle()), "gptoss_model_check_file");
+    }
+
     std::string load_warning() const {
         const char* warning = nullptr;
         check(gptoss_model_get_load_warning(handle(), &warning), "gptoss_model_get_load_warning");
@@ -365,6 +373,9 @@ void register_model(py::module_& m) {
         .def_property_readonly("tokenizer", &Model::tokenizer)
         .def_property_readonly("header", &Model::header)
         .def_property_readonly("layout", &Model::layout)
+        .def("check_file", &Model::check_file,
+            "Raise ModelFileError if the model file was truncated or rewritten in place since the load "
+            "(replacing it by rename is fine: the loaded file stays mapped).")
         .def("close", &Model::close,
             "Release this object's reference to the C model (contexts and tokenizers keep theirs); "
             "other calls then raise InvalidStateError. Idempotent.")

@@ -67,7 +67,8 @@ struct gptoss_file_mapping {
     uint64_t st_ino;
     int64_t mtime_sec;
     int64_t mtime_nsec;
-    /* Set once a change was detected: every later check fails too (the weights may be mixed). */
+    int guard_slot;  /* slot in the SIGBUS guard's table (model.c), -1 if unguarded */
+    /* Set once a change was detected (or a SIGBUS in the mapping was caught): sticky. */
 #ifdef __cplusplus
     std::atomic<bool> changed;
 #else
