@@ -114,10 +114,11 @@ class Tokenizer:
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() expects str, not {type(text).__name__}")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise TextEncodingError.for_text(text, "encode") from None
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise TextEncodingError.for_text(text, "encode") from None
         try:
             return self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=())
         except ValueError as error:
