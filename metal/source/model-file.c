@@ -7,6 +7,7 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -47,6 +48,21 @@ const uint8_t gptoss_special_token_uuids[gptoss_special_token_max][GPTOSS_UUID_S
 };
 
 static const char model_file_magic[GPTOSS_MODEL_FILE_MAGIC_SIZE] = "GPT-OSS v1.0\0\0\0";
+
+/*
+ * The one pre-tokenizer this runtime implements: tiktoken's o200k pat_str (o200k_base and
+ * o200k_harmony; python/gpt_oss_metal/vocab.py O200K_PATTERN), which the official converter
+ * writes (o200k_base._pat_str) and bpe.c hard-wires. A file with another regex is refused, so
+ * Tokenizer.encode (tiktoken with the file's regex) and the C encoder agree by construction.
+ */
+const char gptoss_o200k_pattern[] =
+    "[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]*[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    "|[^\\r\\n\\p{L}\\p{N}]?[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]+[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    "|\\p{N}{1,3}"
+    "| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*"
+    "|\\s*[\\r\\n]+"
+    "|\\s+(?!\\S)"
+    "|\\s+";
 
 static const char* const block_tensor_names[gptoss_block_tensor_count] = {
     "attn_norm", "qkv_weight", "qkv_bias", "sinks", "out_weight", "out_bias",
@@ -296,6 +312,17 @@ static enum gptoss_status check_regex(
                 name, regex[i], regex_offset + i);
         }
     }
+    if (length != sizeof(gptoss_o200k_pattern) - 1 || memcmp(regex, gptoss_o200k_pattern, length) != 0) {
+        uint32_t at = 0;
+        while (at < length && at < sizeof(gptoss_o200k_pattern) - 1 && regex[at] == (uint8_t) gptoss_o200k_pattern[at]) {
+            at++;
+        }
+        return gptoss_set_error(gptoss_status_invalid_file,
+            "%s: tokenizer field regex at offset %" PRIu64 " (%" PRIu32 " characters) is not the o200k pre-tokenizer "
+            "pattern (%zu characters; it differs from character %" PRIu32 " on): this runtime's encoder implements "
+            "only o200k's pattern, so a model file must carry exactly it",
+            name, regex_offset, length, sizeof(gptoss_o200k_pattern) - 1, at);
+    }
     *length_out = length;
     return gptoss_status_success;
 }
@@ -508,6 +535,102 @@ static void describe_first_cut_tensor(
     snprintf(buffer, buffer_size, "the weights");
 }
 
+/* ---- Limits of the kernels ---- */
+
+static enum gptoss_status unsupported_field(
+    const char* name, const char* field, uint32_t index, uint32_t value, const char* supported)
+{
+    return gptoss_set_error(gptoss_status_unsupported_argument,
+        "%s: model header field %s at offset %" PRIu32 " is %" PRIu32 "; the kernels of this runtime support %s",
+        name, field, header_field_offset(index), value, supported);
+}
+
+/* A well-formed header the kernels cannot run (see GPTOSS_SUPPORTED_* in model-file.h). */
+static enum gptoss_status check_kernel_limits(const char* name, const struct gptoss_model_header* h) {
+    char supported[160];
+    if ((uint64_t) h->num_heads != (uint64_t) h->num_kv_heads * GPTOSS_SUPPORTED_QUERY_HEADS_PER_KV_HEAD) {
+        snprintf(supported, sizeof(supported),
+            "only num_heads = %d x num_kv_heads (num_kv_heads is %" PRIu32 ", so num_heads must be %" PRIu64 ")",
+            GPTOSS_SUPPORTED_QUERY_HEADS_PER_KV_HEAD, h->num_kv_heads,
+            (uint64_t) h->num_kv_heads * GPTOSS_SUPPORTED_QUERY_HEADS_PER_KV_HEAD);
+        return unsupported_field(name, "num_heads", 8, h->num_heads, supported);
+    }
+    if (h->num_experts > GPTOSS_SUPPORTED_MAX_EXPERTS) {
+        snprintf(supported, sizeof(supported), "1..%d experts", GPTOSS_SUPPORTED_MAX_EXPERTS);
+        return unsupported_field(name, "num_experts", 2, h->num_experts, supported);
+    }
+    if (h->num_active_experts > GPTOSS_SUPPORTED_MAX_ACTIVE_EXPERTS) {
+        snprintf(supported, sizeof(supported), "1..%d active experts per token", GPTOSS_SUPPORTED_MAX_ACTIVE_EXPERTS);
+        return unsupported_field(name, "num_active_experts", 3, h->num_active_experts, supported);
+    }
+    if (h->embedding_dim > GPTOSS_SUPPORTED_MAX_EMBEDDING_DIM) {
+        snprintf(supported, sizeof(supported), "multiples of %d in %d..%d", GPTOSS_MXFP4_BLOCK, GPTOSS_MXFP4_BLOCK,
+            GPTOSS_SUPPORTED_MAX_EMBEDDING_DIM);
+        return unsupported_field(name, "embedding_dim", 4, h->embedding_dim, supported);
+    }
+    return gptoss_status_success;
+}
+
+/* ---- Trailing bytes ---- */
+
+/*
+ * The file may end exactly after its last tensor (as the official converter writes it) or carry
+ * zero padding up to the next 16 KiB boundary. More means the header describes less than the
+ * file holds; the message says which single header value would describe the file exactly.
+ */
+static enum gptoss_status check_trailing_bytes(
+    const uint8_t* data, size_t size, const char* name, const struct gptoss_model_file* file)
+{
+    const uint64_t end = file->layout.file_size;
+    if ((uint64_t) size == end) {
+        return gptoss_status_success;
+    }
+    const uint64_t padded_end = (end + GPTOSS_SECTION_ALIGNMENT - 1) / GPTOSS_SECTION_ALIGNMENT * GPTOSS_SECTION_ALIGNMENT;
+    if ((uint64_t) size <= padded_end) {
+        for (uint64_t i = end; i < (uint64_t) size; i++) {
+            if (data[i] != 0) {
+                return gptoss_set_error(gptoss_status_invalid_file,
+                    "%s: byte %" PRIu64 " after the end of the last tensor (offset %" PRIu64 ") is 0x%02x; only zero "
+                    "padding up to the next 16 KiB boundary may follow the weights", name, i, end, data[i]);
+            }
+        }
+        return gptoss_status_success;
+    }
+    /* Which single header value would make the layout end where the file does? */
+    char hint[192] = "";
+    struct gptoss_model_file trial = *file;
+    static const struct { const char* field; size_t offset; uint32_t max; } candidates[] = {
+        {"num_blocks", offsetof(struct gptoss_model_header, num_blocks), GPTOSS_MAX_BLOCKS},
+        {"num_experts", offsetof(struct gptoss_model_header, num_experts), GPTOSS_MAX_EXPERTS},
+    };
+    for (size_t c = 0; c < sizeof(candidates) / sizeof(candidates[0]) && hint[0] == '\0'; c++) {
+        trial.header = file->header;
+        uint32_t* field = (uint32_t*) ((char*) &trial.header + candidates[c].offset);
+        const uint32_t stored = *field;
+        for (uint32_t value = stored + 1; value <= candidates[c].max; value++) {
+            *field = value;
+            struct gptoss_model_layout layout;
+            if (!compute_layout(&trial, &layout) || layout.file_size > (uint64_t) size) {
+                break;  /* the layout only grows with the value */
+            }
+            const uint64_t padded = (layout.file_size + GPTOSS_SECTION_ALIGNMENT - 1) / GPTOSS_SECTION_ALIGNMENT *
+                GPTOSS_SECTION_ALIGNMENT;
+            if ((uint64_t) size <= padded) {
+                snprintf(hint, sizeof(hint), "; with %s %" PRIu32 " instead of %" PRIu32 " the layout would match the file",
+                    candidates[c].field, value, stored);
+                break;
+            }
+        }
+    }
+    return gptoss_set_error(gptoss_status_invalid_file,
+        "%s: the file has %zu bytes but the layout computed from its header ends at %" PRIu64 " (%" PRIu64
+        " bytes unaccounted for): the header fields num_blocks (%" PRIu32 "), num_experts (%" PRIu32 "), "
+        "embedding_dim (%" PRIu32 "), mlp_dim (%" PRIu32 "), num_heads (%" PRIu32 ") or num_kv_heads (%" PRIu32 ") "
+        "do not describe this file%s",
+        name, size, end, (uint64_t) size - end, file->header.num_blocks, file->header.num_experts,
+        file->header.embedding_dim, file->header.mlp_dim, file->header.num_heads, file->header.num_kv_heads, hint);
+}
+
 /* ---- Entry point ---- */
 
 enum gptoss_status gptoss_model_file_parse(
@@ -615,6 +738,12 @@ enum gptoss_status gptoss_model_file_parse(
             " = %" PRIu32 " text + %" PRIu32 " special tokens); tensor %s at bytes [%" PRIu64 ", %" PRIu64 ") is cut off",
             name, size, layout->file_size, layout->vocab_size, file->num_text_tokens, file->num_special_tokens,
             tensor, span.offset, span.offset + span.size);
+    }
+    if ((status = check_kernel_limits(name, &file->header)) != gptoss_status_success) {
+        return status;
+    }
+    if ((status = check_trailing_bytes(data, size, name, file)) != gptoss_status_success) {
+        return status;
     }
     return gptoss_status_success;
 }

@@ -2,12 +2,17 @@
  * Model loading: open + fstat + mmap the whole model.bin read-only, validate it completely
  * (model-file.c), then build the tokenizer. Weights stay in the mapping; nothing is copied.
  */
-/* POSIX.1-2008 for O_CLOEXEC under strict -std=c11 (macOS exposes everything by default). */
+/* POSIX.1-2008 for O_CLOEXEC under strict -std=c11 (macOS exposes everything by default);
+ * _DEFAULT_SOURCE for MAP_ANONYMOUS (the SIGBUS guard) on glibc. */
 #if !defined(_POSIX_C_SOURCE) && !defined(__APPLE__)
   #define _POSIX_C_SOURCE 200809L
 #endif
+#if !defined(_DEFAULT_SOURCE) && !defined(__APPLE__)
+  #define _DEFAULT_SOURCE 1
+#endif
 
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <fcntl.h>
 #include <stddef.h>
@@ -31,13 +36,132 @@ struct gptoss_file_mapping* gptoss_file_mapping_retain(struct gptoss_file_mappin
     return mapping;
 }
 
+/*
+ * ---- SIGBUS guard ----
+ *
+ * A read of a mapped page that lies past the end of a file truncated after it was mapped raises
+ * SIGBUS, which kills the process (the CPU execution layer and the tokenizer read the mapping
+ * directly). gptoss_model_check_file catches a truncation before each unit of work, but not one
+ * that happens while kernels run. This guard covers that window: a SIGBUS at an address inside a
+ * registered model mapping replaces the faulting page with a page of zeros (the read then
+ * completes) and marks the mapping changed, so the next gptoss_model_check_file fails and the
+ * results of the unit of work in flight must be discarded. A SIGBUS anywhere else goes to the
+ * handler that was installed before (or the default action: the process dies as it would have).
+ *
+ * The handler is installed when the first model is loaded. A handler installed later by someone
+ * else (e.g. faulthandler.enable() after the load) replaces it, and then a truncation during a
+ * kernel kills the process again. GPTOSS_SIGBUS_GUARD=0 in the environment disables the guard.
+ */
+#define GUARD_SLOTS 256
+
+static struct {
+    _Atomic(struct gptoss_file_mapping*) mapping;
+    _Atomic uintptr_t start;
+    _Atomic uintptr_t end;
+} guard_slots[GUARD_SLOTS];
+
+static struct sigaction previous_sigbus_action;
+static uintptr_t guard_page_size;
+static atomic_int guard_state;  /* 0: not tried, 1: installing, 2: installed, 3: disabled */
+
+static void sigbus_handler(int signal_number, siginfo_t* info, void* context) {
+    const uintptr_t address = (uintptr_t) info->si_addr;
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        struct gptoss_file_mapping* mapping = atomic_load_explicit(&guard_slots[i].mapping, memory_order_acquire);
+        if (mapping == NULL) {
+            continue;
+        }
+        const uintptr_t start = atomic_load_explicit(&guard_slots[i].start, memory_order_relaxed);
+        const uintptr_t end = atomic_load_explicit(&guard_slots[i].end, memory_order_relaxed);
+        if (address >= start && address < end) {
+            void* page = (void*) (address & ~(guard_page_size - 1));
+            /* mmap is a plain system call (async-signal-safe in practice, though POSIX does not list it). */
+            if (mmap(page, (size_t) guard_page_size, PROT_READ, MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS, -1, 0) != MAP_FAILED) {
+                atomic_store_explicit(&mapping->changed, true, memory_order_relaxed);
+                return;  /* the faulting read is retried and reads zeros */
+            }
+            break;
+        }
+    }
+    if (previous_sigbus_action.sa_flags & SA_SIGINFO) {
+        previous_sigbus_action.sa_sigaction(signal_number, info, context);
+    } else if (previous_sigbus_action.sa_handler == SIG_DFL || previous_sigbus_action.sa_handler == SIG_IGN) {
+        /* Restore the default action; returning retries the read, which faults again and terminates. */
+        struct sigaction default_action;
+        memset(&default_action, 0, sizeof(default_action));
+        default_action.sa_handler = SIG_DFL;
+        sigemptyset(&default_action.sa_mask);
+        sigaction(SIGBUS, &default_action, NULL);
+    } else {
+        previous_sigbus_action.sa_handler(signal_number);
+    }
+}
+
+static void guard_install_once(void) {
+    int expected = 0;
+    if (!atomic_compare_exchange_strong(&guard_state, &expected, 1)) {
+        while (atomic_load(&guard_state) == 1) {
+            /* another thread is installing: wait (a few microseconds) */
+        }
+        return;
+    }
+    const char* setting = getenv("GPTOSS_SIGBUS_GUARD");
+    if (setting != NULL && strcmp(setting, "0") == 0) {
+        atomic_store(&guard_state, 3);
+        return;
+    }
+    guard_page_size = (uintptr_t) sysconf(_SC_PAGESIZE);
+    struct sigaction action;
+    memset(&action, 0, sizeof(action));
+    action.sa_sigaction = sigbus_handler;
+    action.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
+    sigemptyset(&action.sa_mask);
+    atomic_store(&guard_state, sigaction(SIGBUS, &action, &previous_sigbus_action) == 0 ? 2 : 3);
+}
+
+static void guard_register(struct gptoss_file_mapping* mapping) {
+    if (mapping->ptr == NULL) {
+        return;
+    }
+    guard_install_once();
+    if (atomic_load(&guard_state) != 2) {
+        return;
+    }
+    /* Claim a free slot by its start (0 -> ptr); the handler looks only at slots whose mapping is set. */
+    for (int i = 0; i < GUARD_SLOTS; i++) {
+        uintptr_t expected_start = 0;
+        if (atomic_compare_exchange_strong(&guard_slots[i].start, &expected_start, (uintptr_t) mapping->ptr)) {
+            atomic_store_explicit(&guard_slots[i].end, (uintptr_t) mapping->ptr + mapping->size, memory_order_relaxed);
+            atomic_store_explicit(&guard_slots[i].mapping, mapping, memory_order_release);
+            mapping->guard_slot = i;
+            return;
+        }
+    }
+    /* All slots in use: this mapping is unguarded (gptoss_model_check_file still works). */
+}
+
+static void guard_unregister(struct gptoss_file_mapping* mapping) {
+    const int i = mapping->guard_slot;
+    if (i < 0) {
+        return;
+    }
+    atomic_store_explicit(&guard_slots[i].mapping, NULL, memory_order_release);
+    atomic_store_explicit(&guard_slots[i].end, 0, memory_order_relaxed);
+    atomic_store_explicit(&guard_slots[i].start, 0, memory_order_release);  /* frees the slot */
+    mapping->guard_slot = -1;
+}
+
 void gptoss_file_mapping_release(struct gptoss_file_mapping* mapping) {
     if (mapping == NULL) {
         return;
     }
     if (atomic_fetch_sub_explicit(&mapping->ref_count, 1, memory_order_acq_rel) == 1) {
+        guard_unregister(mapping);
         if (mapping->ptr != NULL) {
             munmap(mapping->ptr, mapping->size);
+        }
+        if (mapping->fd >= 0) {
+            close(mapping->fd);
         }
         free(mapping);
     }
@@ -54,55 +178,161 @@ static enum gptoss_status os_error(const char* path, const char* action, int err
     return gptoss_status_io_error;
 }
 
-/* Maps the whole file read-only; a zero-byte file gives a mapping with ptr NULL and size 0. */
-static enum gptoss_status map_file(const char* path, struct gptoss_file_mapping** mapping_out) {
-    const int fd = open(path, O_RDONLY | O_CLOEXEC);
+#if defined(__APPLE__)
+  #define STAT_MTIME_SEC(st) ((int64_t) (st).st_mtimespec.tv_sec)
+  #define STAT_MTIME_NSEC(st) ((int64_t) (st).st_mtimespec.tv_nsec)
+#else
+  #define STAT_MTIME_SEC(st) ((int64_t) (st).st_mtim.tv_sec)
+  #define STAT_MTIME_NSEC(st) ((int64_t) (st).st_mtim.tv_nsec)
+#endif
+
+/* What a non-regular file is, for messages. */
+static const char* file_kind(mode_t mode) {
+    if (S_ISDIR(mode)) return "a directory";
+    if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+    if (S_ISCHR(mode)) return "a character device";
+    if (S_ISBLK(mode)) return "a block device";
+    if (S_ISSOCK(mode)) return "a socket";
+#ifdef S_ISLNK
+    if (S_ISLNK(mode)) return "a symbolic link";
+#endif
+    return "not a regular file";
+}
+
+/*
+ * Maps the whole file read-only; a zero-byte file gives a mapping with ptr NULL and size 0.
+ *
+ * The file is opened with O_NONBLOCK so that a FIFO (or a device that blocks on open) cannot
+ * hang the load: open returns at once and fstat, before any read, refuses everything that is
+ * not a regular file with invalid_file naming what it is (errno EISDIR for a directory, ENODEV
+ * otherwise, for bindings that want an OSError). O_NONBLOCK is then cleared (it has no effect on
+ * regular files, but the descriptor stays open for gptoss_model_check_file).
+ */
+static enum gptoss_status map_file(const char* path, const char* name, struct gptoss_file_mapping** mapping_out) {
+#ifdef O_NOCTTY
+    const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+#else
+    const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+#endif
     if (fd < 0) {
-        return os_error(path, "open", errno);
+        return os_error(name, "open", errno);
     }
     struct stat info;
     if (fstat(fd, &info) != 0) {
         const int error_number = errno;
         close(fd);
-        return os_error(path, "stat", error_number);
-    }
-    if (S_ISDIR(info.st_mode)) {
-        close(fd);
-        return os_error(path, "read", EISDIR);
+        return os_error(name, "stat", error_number);
     }
     if (!S_ISREG(info.st_mode)) {
         close(fd);
-        gptoss_set_error(gptoss_status_io_error,
-            "%s: cannot map model file: not a regular file (mode 0%o)", path, (unsigned) info.st_mode);
-        errno = EINVAL;
-        return gptoss_status_io_error;
+        gptoss_set_error(gptoss_status_invalid_file,
+            "%s: is %s, not a regular file; a model.bin must be a regular file (it is memory-mapped)",
+            name, file_kind(info.st_mode));
+        errno = S_ISDIR(info.st_mode) ? EISDIR : ENODEV;
+        return gptoss_status_invalid_file;
+    }
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags == -1 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) == -1) {
+        const int error_number = errno;
+        close(fd);
+        return os_error(name, "configure", error_number);
     }
     if (info.st_size < 0 || (uint64_t) info.st_size > (uint64_t) SIZE_MAX) {
         close(fd);
-        gptoss_set_error(gptoss_status_io_error, "%s: file size %jd cannot be mapped", path, (intmax_t) info.st_size);
+        gptoss_set_error(gptoss_status_io_error, "%s: file size %jd cannot be mapped", name, (intmax_t) info.st_size);
         errno = EFBIG;
         return gptoss_status_io_error;
     }
     struct gptoss_file_mapping* mapping = calloc(1, sizeof(*mapping));
     if (mapping == NULL) {
         close(fd);
-        return gptoss_set_error(gptoss_status_insufficient_memory, "%s: out of memory for the file mapping", path);
+        return gptoss_set_error(gptoss_status_insufficient_memory, "%s: out of memory for the file mapping", name);
     }
     atomic_init(&mapping->ref_count, 1);
+    atomic_init(&mapping->changed, false);
     mapping->size = (size_t) info.st_size;
+    mapping->fd = fd;
+    mapping->st_dev = (uint64_t) info.st_dev;
+    mapping->st_ino = (uint64_t) info.st_ino;
+    mapping->mtime_sec = STAT_MTIME_SEC(info);
+    mapping->mtime_nsec = STAT_MTIME_NSEC(info);
     if (mapping->size != 0) {
+        /*
+         * MAP_PRIVATE or MAP_SHARED makes no difference for a read-only mapping that is never
+         * written: both show the page cache, so an in-place overwrite by another process is
+         * visible, and pages past a truncation fault with SIGBUS. gptoss_model_check_file
+         * detects both before each unit of work.
+         */
         void* ptr = mmap(NULL, mapping->size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (ptr == MAP_FAILED) {
             const int error_number = errno;
             close(fd);
             free(mapping);
-            return os_error(path, "map", error_number);
+            return os_error(name, "map", error_number);
         }
         mapping->ptr = ptr;
     }
-    close(fd);  /* the mapping stays valid without the descriptor */
+    mapping->guard_slot = -1;
+    guard_register(mapping);
     *mapping_out = mapping;
     return gptoss_status_success;
+}
+
+enum gptoss_status gptoss_model_check_file(const struct gptoss_model* model) {
+    if (model == NULL || model->mapping == NULL) {
+        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_model_check_file: model is NULL");
+    }
+    struct gptoss_file_mapping* mapping = model->mapping;
+    const char* path = model->path;
+    struct stat info;
+    if (mapping->fd < 0 || fstat(mapping->fd, &info) != 0) {
+        const int error_number = errno;
+        return gptoss_set_error(gptoss_status_io_error,
+            "%s: cannot check the model file for changes: fstat failed: %s (errno %d)",
+            path, strerror(error_number), error_number);
+    }
+    bool changed = (uint64_t) info.st_size != (uint64_t) mapping->size ||
+        STAT_MTIME_SEC(info) != mapping->mtime_sec || STAT_MTIME_NSEC(info) != mapping->mtime_nsec;
+    /*
+     * The path too: on file systems whose fstat may serve cached attributes for an open
+     * descriptor, a stat by name revalidates them. A different inode at the path (replaced by
+     * rename) or no file at all (deleted) leaves the loaded inode intact: not a change.
+     */
+    struct stat path_info;
+    bool path_changed = false;
+    if (!changed && stat(model->os_path, &path_info) == 0 && (uint64_t) path_info.st_dev == mapping->st_dev &&
+        (uint64_t) path_info.st_ino == mapping->st_ino)
+    {
+        path_changed = (uint64_t) path_info.st_size != (uint64_t) mapping->size ||
+            STAT_MTIME_SEC(path_info) != mapping->mtime_sec || STAT_MTIME_NSEC(path_info) != mapping->mtime_nsec;
+        if (path_changed) {
+            info = path_info;
+            changed = true;
+        }
+    }
+    if (changed) {
+        atomic_store_explicit(&mapping->changed, true, memory_order_relaxed);
+    } else if (!atomic_load_explicit(&mapping->changed, memory_order_relaxed)) {
+        return gptoss_status_success;
+    }
+    if (!changed) {
+        return gptoss_set_error(gptoss_status_invalid_file,
+            "%s: the model file changed after it was loaded (detected by an earlier check); reload the model",
+            path);
+    }
+    if ((uint64_t) info.st_size != (uint64_t) mapping->size) {
+        return gptoss_set_error(gptoss_status_invalid_file,
+            "%s: the model file changed after it was loaded (size %zu \xe2\x86\x92 %jd bytes); reload the model "
+            "(replace model files by renaming a complete new file over them, never by rewriting them in place)",
+            path, mapping->size, (intmax_t) info.st_size);
+    }
+    return gptoss_set_error(gptoss_status_invalid_file,
+        "%s: the model file changed after it was loaded (size %zu bytes unchanged, but its modification time "
+        "changed from %" PRId64 ".%09" PRId64 " to %" PRId64 ".%09" PRId64 " s: it was written in place); "
+        "reload the model (replace model files by renaming a complete new file over them, never by rewriting "
+        "them in place)",
+        path, mapping->size, mapping->mtime_sec, mapping->mtime_nsec,
+        (int64_t) STAT_MTIME_SEC(info), (int64_t) STAT_MTIME_NSEC(info));
 }
 
 /* ---- Model ---- */
@@ -307,7 +537,106 @@ static void model_destroy(struct gptoss_model* model) {
     gptoss_file_mapping_release(model->mapping);
     free(model->load_warning);
     free(model->path);
+    free(model->os_path);
     free(model);
+}
+
+/* Length of the well-formed UTF-8 sequence at p (Unicode Table 3-7), or 0 if it is not one. */
+static size_t utf8_sequence_length(const uint8_t* p, size_t available) {
+    const uint8_t b0 = p[0];
+    if (b0 < 0x80) return 1;
+    size_t length;
+    uint8_t lo = 0x80, hi = 0xBF;
+    if (b0 >= 0xC2 && b0 <= 0xDF) { length = 2; }
+    else if (b0 == 0xE0) { length = 3; lo = 0xA0; }
+    else if (b0 >= 0xE1 && b0 <= 0xEC) { length = 3; }
+    else if (b0 == 0xED) { length = 3; hi = 0x9F; }
+    else if (b0 >= 0xEE && b0 <= 0xEF) { length = 3; }
+    else if (b0 == 0xF0) { length = 4; lo = 0x90; }
+    else if (b0 >= 0xF1 && b0 <= 0xF3) { length = 4; }
+    else if (b0 == 0xF4) { length = 4; hi = 0x8F; }
+    else return 0;
+    if (available < length || p[1] < lo || p[1] > hi) return 0;
+    for (size_t i = 2; i < length; i++) {
+        if (p[i] < 0x80 || p[i] > 0xBF) return 0;
+    }
+    return length;
+}
+
+/*
+ * The path for messages: valid UTF-8 whatever the bytes of the path, so that every binding can
+ * turn a message into text. Bytes that are not part of a well-formed UTF-8 sequence, and control
+ * characters, become \xNN (as Python's backslashreplace shows them).
+ */
+static char* display_path(const char* path) {
+    const size_t size = strlen(path);
+    char* out = malloc(4 * size + 1);
+    if (out == NULL) {
+        return NULL;
+    }
+    const uint8_t* p = (const uint8_t*) path;
+    size_t n = 0;
+    for (size_t i = 0; i < size;) {
+        const size_t length = utf8_sequence_length(p + i, size - i);
+        if (length == 0 || p[i] < 0x20 || p[i] == 0x7F) {
+            n += (size_t) snprintf(out + n, 5, "\\x%02x", p[i]);
+            i++;
+        } else {
+            memcpy(out + n, p + i, length);
+            n += length;
+            i += length;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* Is a bf16 bit pattern NaN or infinite (exponent all ones)? */
+static bool bf16_is_nonfinite(uint16_t bits) {
+    return (bits & 0x7F80) == 0x7F80;
+}
+
+/*
+ * Scans the small dense tensors (RMSNorm gains, attention and router biases, sinks: a few
+ * hundred KiB even for 120b, next to each block's large matrices) for NaN or infinite values,
+ * which make every logit NaN. The large matrices and the experts (GBs) are not scanned.
+ */
+static enum gptoss_status check_small_tensors(const struct gptoss_model* model) {
+    static const enum gptoss_block_tensor small[] = {
+        gptoss_block_tensor_attn_norm, gptoss_block_tensor_qkv_bias, gptoss_block_tensor_sinks,
+        gptoss_block_tensor_out_bias, gptoss_block_tensor_mlp_norm, gptoss_block_tensor_gate_bias,
+    };
+    const struct gptoss_model_layout* layout = &model->file.layout;
+    const uint8_t* base = (const uint8_t*) model->mapping->ptr;
+    const uint32_t num_blocks = model->file.header.num_blocks;
+    for (uint32_t b = 0; b <= num_blocks; b++) {
+        const size_t count = b < num_blocks ? sizeof(small) / sizeof(small[0]) : 1;
+        for (size_t t = 0; t < count; t++) {
+            uint64_t offset, size;
+            char name[64];
+            if (b < num_blocks) {
+                offset = gptoss_model_layout_block_tensor_offset(layout, b, small[t]);
+                size = layout->block_tensors[small[t]].size;
+                snprintf(name, sizeof(name), "block.%" PRIu32 ".%s", b, gptoss_block_tensor_name(small[t]));
+            } else {
+                offset = layout->final_norm.offset;
+                size = layout->final_norm.size;
+                snprintf(name, sizeof(name), "final_norm");
+            }
+            const uint8_t* p = base + offset;
+            for (uint64_t i = 0; i < size / 2; i++) {
+                const uint16_t bits = (uint16_t) (p[2 * i] | (p[2 * i + 1] << 8));
+                if (bf16_is_nonfinite(bits)) {
+                    return gptoss_set_error(gptoss_status_invalid_file,
+                        "%s: tensor %s (bytes [%" PRIu64 ", %" PRIu64 ")) holds a non-finite value: element %" PRIu64
+                        " is %s (bf16 0x%04x); the file is corrupt",
+                        model->path, name, offset, offset + size, i,
+                        (bits & 0x007F) != 0 ? "NaN" : ((bits & 0x8000) ? "-inf" : "+inf"), bits);
+                }
+            }
+        }
+    }
+    return gptoss_status_success;
 }
 
 enum gptoss_status gptoss_model_create_from_file(const char* path, gptoss_model_t* model_out) {
@@ -321,30 +650,35 @@ enum gptoss_status gptoss_model_create_from_file(const char* path, gptoss_model_
     }
 
     struct gptoss_model* model = calloc(1, sizeof(*model));
-    const size_t path_size = strlen(path) + 1;
-    char* path_copy = malloc(path_size);
-    if (model == NULL || path_copy == NULL) {
+    char* os_path = strdup(path);
+    char* shown_path = display_path(path);
+    if (model == NULL || os_path == NULL || shown_path == NULL) {
         free(model);
-        free(path_copy);
-        return gptoss_set_error(gptoss_status_insufficient_memory, "%s: out of memory for the model", path);
+        free(os_path);
+        free(shown_path);
+        return gptoss_set_error(gptoss_status_insufficient_memory, "gptoss_model_create_from_file: out of memory for the model");
     }
-    memcpy(path_copy, path, path_size);
     atomic_init(&model->ref_count, 1);
-    model->path = path_copy;
+    model->path = shown_path;
+    model->os_path = os_path;
 
-    enum gptoss_status status = map_file(path, &model->mapping);
+    enum gptoss_status status = map_file(path, model->path, &model->mapping);
     if (status != gptoss_status_success) {
         const int error_number = errno;
         model_destroy(model);
         errno = error_number;
         return status;
     }
-    status = gptoss_model_file_parse(model->mapping->ptr, model->mapping->size, path, &model->file);
+    status = gptoss_model_file_parse(model->mapping->ptr, model->mapping->size, model->path, &model->file);
     if (status == gptoss_status_success) {
-        status = gptoss_tokenizer_create(model->mapping, &model->file, path, &model->tokenizer);
+        status = gptoss_tokenizer_create(model->mapping, &model->file, model->path, &model->tokenizer);
+    }
+    if (status == gptoss_status_success) {
+        status = check_small_tensors(model);
     }
     if (status != gptoss_status_success) {
         model_destroy(model);
+        errno = 0;  /* a format error, not an OS one */
         return status;
     }
     model->weights_ptr = (uint8_t*) model->mapping->ptr + model->file.layout.weights_offset;
@@ -352,6 +686,7 @@ enum gptoss_status gptoss_model_create_from_file(const char* path, gptoss_model_
     status = create_device_state(model);
     if (status != gptoss_status_success) {
         model_destroy(model);
+        errno = 0;
         return status;
     }
     *model_out = model;

@@ -67,6 +67,8 @@ class Model:
     def layout(self) -> dict[str, Any]:
         """special_uuids_offset, regex_offset, tokens_offset, weights_offset, vocab_size,
         moe_offsets (list), expert_size, file_size, and tensors: name -> (offset, nbytes)."""
+    def check_file(self) -> None:
+        """ModelFileError if the file was truncated or rewritten in place since the load."""
     def close(self) -> None:
         """Release this object's reference to the C model (contexts and tokenizers keep theirs);
         later calls other than path raise InvalidStateError. Idempotent."""

@@ -38,7 +38,9 @@ class Model:
     131072
     """
 
-    def __init__(self, path: str | os.PathLike[str] | bytes) -> None:
+    def __init__(self, path: str | bytes | os.PathLike[str] | os.PathLike[bytes]) -> None:
+        if not isinstance(path, (str, bytes, os.PathLike)):
+            raise TypeError(f"Model() expects a path (str, bytes or os.PathLike), not {type(path).__name__}")
         self._native = _metal.Model(path)
         self._tokenizer: Tokenizer | None = None
         self._load_warning: str = self._native.load_warning
@@ -52,7 +54,8 @@ class Model:
 
     @property
     def path(self) -> str:
-        """The path the model was loaded from."""
+        """The path the model was loaded from (as :func:`os.fsdecode` gives it: bytes that are not
+        UTF-8 appear as surrogate escapes, so ``os.fsencode(model.path)`` is the original path)."""
         return self._native.path
 
     @property
@@ -83,6 +86,17 @@ class Model:
 
             self._tokenizer = Tokenizer(self)
         return self._tokenizer
+
+    def check_file(self) -> None:
+        """Raise :class:`~gpt_oss_metal.ModelFileError` if the model file changed since it was loaded.
+
+        The weights are memory-mapped, not copied: truncating the file (e.g. a download writing
+        over it) would make the next read of a lost page fail, and rewriting it in place would
+        silently change the weights. The runtime checks this (one ``fstat``) before every unit of
+        work that reads weights; this method runs the same check on demand. Replacing the file by
+        renaming a complete new file over it is safe: the loaded file stays mapped unchanged.
+        """
+        self._native.check_file()
 
     def close(self) -> None:
         """Release this object's native model now (idempotent). Later calls other than

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import stat
 import struct
 import uuid
 from typing import Mapping
@@ -315,6 +317,9 @@ def read_model_bin(path: str) -> ModelBin:
 
     This is a convenience reader for tests and tools; the runtime's validating loader is the C one.
     """
+    mode = os.stat(path).st_mode  # never open a FIFO or device: opening a FIFO blocks until a writer comes
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{os.fsdecode(path)!s}: not a regular file (a model.bin must be a regular file)")
     m = np.memmap(path, dtype=np.uint8, mode="r")
     raw = memoryview(m)
     if len(m) < SPECIAL_UUIDS_OFFSET or bytes(raw[:16]) != MAGIC:

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import array
 import hashlib
+import operator
+import re
 import threading
 import uuid
 from collections import OrderedDict
-from typing import TYPE_CHECKING, AbstractSet, Iterable, Literal
+from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal
 
 from . import _metal, model_bin
-from .errors import InvalidArgumentError, ModelFileError
+from .errors import InvalidArgumentError, ModelFileError, TextEncodingError, TokenIdError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -102,10 +104,50 @@ class Tokenizer:
 
         Special-token text such as ``"<|start|>"`` is encoded as plain text unless listed in
         ``allowed_special`` (or ``allowed_special="all"``), in which case it becomes its id.
+
+        A lone surrogate (e.g. ``"\\ud800"``, not valid Unicode) raises
+        :class:`~gpt_oss_metal.TextEncodingError` naming its index, as ``Context.append`` does
+        (tiktoken would silently substitute U+FFFD). Text that tiktoken's regex engine cannot
+        handle (a whitespace run of ~100k characters exceeds its backtracking stack) is encoded by
+        the runtime's C encoder, which gives tiktoken's ids by construction (the same o200k
+        pre-tokenizer, which the loader requires of every model file, and the same BPE merges).
         """
         if not isinstance(text, str):
             raise TypeError(f"encode() expects str, not {type(text).__name__}")
-        return self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=())
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise TextEncodingError.for_text(text, "encode") from None
+        try:
+            return self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=())
+        except ValueError as error:
+            if "regex" not in str(error).lower():
+                raise
+        return self._encode_with_c(text, allowed_special)
+
+    def _encode_with_c(self, text: str, allowed_special: AbstractSet[str] | Literal["all"]) -> list[int]:
+        """Encoding by the C encoder (bpe.c), split at allowed special tokens as tiktoken splits."""
+        if allowed_special == "all":
+            allowed: AbstractSet[str] = self._special_tokens.keys()
+        else:
+            allowed = allowed_special
+        specials = [name for name in allowed if name in self._special_tokens]
+        if not specials:
+            return self._native.encode_c(text)
+        # No special token's text is a prefix of another's (all are "<|name|>"), so the leftmost
+        # match is the one tiktoken finds.
+        pattern = re.compile("|".join(re.escape(name) for name in sorted(specials, key=len, reverse=True)))
+        ids: list[int] = []
+        start = 0
+        for match in pattern.finditer(text):
+            if match.start() > start:
+                ids.extend(self._native.encode_c(text[start : match.start()]))
+            ids.append(self._special_tokens[match.group()])
+            start = match.end()
+        if start < len(text):
+            ids.extend(self._native.encode_c(text[start:]))
+        return ids
 
     def encode_special_token(self, name: str) -> int:
         """Id of a special token by its text, e.g. ``"<|start|>"`` -> 200006.
@@ -126,17 +168,64 @@ class Tokenizer:
     def decode(self, tokens: int | Iterable[int]) -> bytes:
         """Bytes of one text token or the concatenated bytes of a sequence of them.
 
-        Special-token ids and ids outside the vocabulary raise InvalidArgumentError.
+        Accepts Python and NumPy integers, sequences and (1-D or any-shape, flattened in order)
+        NumPy integer arrays. An id outside the vocabulary, or a special-token id (special tokens
+        have no bytes), raises :class:`~gpt_oss_metal.TokenIdError` (an InvalidArgumentError)
+        naming the id and the vocabulary size.
         """
-        if isinstance(tokens, int):
-            return self._native.decode(tokens)
+        if _is_integer(tokens):
+            return self._decode_one(operator.index(tokens))  # type: ignore[arg-type]
+        if hasattr(tokens, "dtype") and hasattr(tokens, "tolist"):  # NumPy array
+            kind = getattr(tokens.dtype, "kind", "")
+            if kind not in ("i", "u"):
+                raise TypeError(f"decode() expects integer token ids, not an array of dtype {tokens.dtype}")
+            tokens = tokens.reshape(-1).tolist() if hasattr(tokens, "reshape") else tokens.tolist()
+        if isinstance(tokens, (str, bytes, bytearray)) or not hasattr(tokens, "__iter__"):
+            raise TypeError(f"decode() expects a token id or an iterable of token ids, not {type(tokens).__name__}")
         decode = self._native.decode
-        return b"".join([decode(token) for token in tokens])
+        num_text_tokens = self._native.num_text_tokens
+        parts = []
+        for token in tokens:
+            if not _is_integer(token):
+                raise TypeError(f"decode() expects integer token ids, not {type(token).__name__}")
+            token_id = operator.index(token)
+            if 0 <= token_id < num_text_tokens:
+                parts.append(decode(token_id))
+            else:
+                self._decode_one(token_id)  # raises TokenIdError
+        return b"".join(parts)
+
+    def _decode_one(self, token_id: int) -> bytes:
+        num_text_tokens = self._native.num_text_tokens
+        if 0 <= token_id < num_text_tokens:
+            return self._native.decode(token_id)
+        num_tokens = self._native.num_tokens
+        if num_text_tokens <= token_id < num_tokens:
+            name = next((n for n, i in self._special_tokens.items() if i == token_id), f"<|reserved_{token_id}|>")
+            raise TokenIdError(
+                f"decode: token id {token_id} is the special token {name}, which has no bytes "
+                f"(text tokens are 0..{num_text_tokens - 1} of a vocabulary of {num_tokens})",
+                token_id,
+            )
+        raise TokenIdError(
+            f"decode: token id {token_id} is outside the vocabulary of {num_tokens} tokens "
+            f"(valid ids: 0..{num_tokens - 1})",
+            token_id,
+        )
 
     def __repr__(self) -> str:
         return (
             f"Tokenizer(num_text_tokens={self.num_text_tokens}, num_special_tokens={self.num_special_tokens})"
         )
+
+
+def _is_integer(value: Any) -> bool:
+    """int or NumPy integer scalar (or 0-d integer array)."""
+    if isinstance(value, int):
+        return True
+    if hasattr(value, "dtype") and getattr(value, "shape", None) == ():  # NumPy scalar or 0-d array
+        return getattr(value.dtype, "kind", "") in ("i", "u")
+    return False
 
 
 def _special_token_names(native: _metal.Tokenizer) -> dict[str, int]:

@@ -14,6 +14,9 @@
 
 namespace py = pybind11;
 
+// internal/model.h (declared there; repeated here to keep the C structs out of C++).
+extern "C" enum gptoss_status gptoss_model_check_file(const struct gptoss_model* model);
+
 namespace gptoss_python {
 namespace {
 
@@ -25,9 +28,22 @@ namespace {
     if (message.empty()) {
         message = std::string("gptoss_model_create_from_file failed with status ") + gptoss_status_to_string(status);
     }
+    // The runtime writes paths as valid UTF-8 (other bytes as \xNN); decode defensively anyway so a
+    // message can never fail to become a str.
+    py::object text = py::reinterpret_steal<py::object>(
+        PyUnicode_DecodeUTF8(message.data(), static_cast<Py_ssize_t>(message.size()), "backslashreplace"));
+    if (!text) {
+        throw py::error_already_set();
+    }
     py::object errors = py::module_::import("gpt_oss_metal.errors");
-    py::object exception = errors.attr("exception_for_status")(static_cast<int>(status), message);
-    if (status == gptoss_status_io_error && error_number != 0) {
+    py::object exception;
+    if (status == gptoss_status_invalid_file && error_number != 0) {
+        // Not a regular file (directory, FIFO, device, socket): a ModelFileError that is also an OSError.
+        exception = errors.attr("NotARegularFileError")(text);
+    } else {
+        exception = errors.attr("exception_for_status")(static_cast<int>(status), text);
+    }
+    if ((status == gptoss_status_io_error || status == gptoss_status_invalid_file) && error_number != 0) {
         exception.attr("errno") = error_number;
     }
     PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exception.ptr())), exception.ptr());
@@ -153,10 +169,20 @@ private:
 class Model {
 public:
     explicit Model(const py::object& path) {
-        // os.fsencode accepts str, bytes and os.PathLike and gives the bytes the OS sees.
-        const std::string path_bytes = py::module_::import("os").attr("fsencode")(path).cast<std::string>();
+        // os.fsencode accepts str, bytes and os.PathLike and gives the bytes the OS sees (a str
+        // that came from undecodable bytes round-trips through surrogateescape).
+        py::object os = py::module_::import("os");
+        const std::string path_bytes = os.attr("fsencode")(path).cast<std::string>();
+        // For messages: the bytes as UTF-8, undecodable bytes as \xNN (like the runtime's messages).
+        py::object shown = py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(
+            path_bytes.data(), static_cast<Py_ssize_t>(path_bytes.size()), "backslashreplace"));
+        if (!shown) {
+            throw py::error_already_set();
+        }
+        shown_path_ = PyUnicode_AsUTF8(shown.ptr());
+        path_ = os.attr("fsdecode")(py::bytes(path_bytes));  // str, surrogateescape for undecodable bytes
         if (path_bytes.find('\0') != std::string::npos) {
-            raise_message(gptoss_status_invalid_argument, "Model: path contains a NUL character");
+            raise_message(gptoss_status_invalid_argument, "Model: path " + shown_path_ + " contains a NUL character");
         }
         gptoss_model_t model = nullptr;
         gptoss_status status;
@@ -171,8 +197,7 @@ public:
         if (status != gptoss_status_success) {
             raise_load_error(status, error_number);
         }
-        model_ = model;
-        path_ = py::module_::import("os").attr("fsdecode")(py::bytes(path_bytes)).cast<std::string>();
+        model_ = model;  // nothing below can throw: the destructor releases it
     }
     ~Model() { gptoss_model_release(model_); }
     Model(const Model&) = delete;
@@ -181,7 +206,7 @@ public:
     // The C model; InvalidStateError after close().
     gptoss_model_t handle() const {
         if (model_ == nullptr) {
-            raise_message(gptoss_status_invalid_state, "Model: the model is closed (" + path_ + ")");
+            raise_message(gptoss_status_invalid_state, "Model: the model is closed (" + shown_path_ + ")");
         }
         return model_;
     }
@@ -195,7 +220,12 @@ public:
     }
     bool closed() const { return model_ == nullptr; }
 
-    const std::string& path() const { return path_; }
+    py::object path() const { return path_; }
+
+    // ModelFileError if the file changed since the load (truncated, rewritten in place).
+    void check_file() const {
+        check(gptoss_model_check_file(handle()), "gptoss_model_check_file");
+    }
 
     std::string load_warning() const {
         const char* warning = nullptr;
@@ -290,7 +320,8 @@ public:
 
 private:
     gptoss_model_t model_ = nullptr;
-    std::string path_;
+    py::object path_;         // str as os.fsdecode gives it
+    std::string shown_path_;  // valid UTF-8 for messages
 };
 
 }  // namespace
@@ -342,6 +373,9 @@ void register_model(py::module_& m) {
         .def_property_readonly("tokenizer", &Model::tokenizer)
         .def_property_readonly("header", &Model::header)
         .def_property_readonly("layout", &Model::layout)
+        .def("check_file", &Model::check_file,
+            "Raise ModelFileError if the model file was truncated or rewritten in place since the load "
+            "(replacing it by rename is fine: the loaded file stays mapped).")
         .def("close", &Model::close,
             "Release this object's reference to the C model (contexts and tokenizers keep theirs); "
             "other calls then raise InvalidStateError. Idempotent.")

@@ -55,6 +55,29 @@ extern "C" {
 /* The only head size the kernels implement; other valid files give unsupported_argument. */
 #define GPTOSS_SUPPORTED_HEAD_DIM 64
 
+/*
+ * What the kernels can run (launch-moe.c, launch-routing.c, launch-attention.c and the kernels); a valid file outside these limits gives
+ * unsupported_argument at load, naming the field, its value and the supported range:
+ *   num_heads = 8 x num_kv_heads     attention: 8 query heads share a KV head (GPTOSS_ATTENTION_GROUP)
+ *   num_experts <= 256               router / MoE: per-expert threadgroup arrays (GPTOSS_ROUTER_MAX_EXPERTS)
+ *   num_active_experts <= 8          router: top-k in threadgroup memory (GPTOSS_ROUTER_MAX_ACTIVE)
+ *   embedding_dim <= 7680            router: one fp32 row in 30720 bytes of threadgroup memory
+ * (embedding_dim and mlp_dim must be multiples of 32, the MXFP4 block: checked as a format rule.)
+ */
+#define GPTOSS_SUPPORTED_QUERY_HEADS_PER_KV_HEAD 8
+#define GPTOSS_SUPPORTED_MAX_EXPERTS 256
+#define GPTOSS_SUPPORTED_MAX_ACTIVE_EXPERTS 8
+#define GPTOSS_SUPPORTED_MAX_EMBEDDING_DIM 7680
+
+/*
+ * Bytes a file may have beyond the end of its last tensor: only zero padding up to the next
+ * 16 KiB boundary (the official converter writes none). Anything longer means the header
+ * describes less than the file holds (e.g. num_blocks too small), which would run garbage:
+ * gptoss_model_file_parse refuses it with invalid_file.
+ */
+/* The o200k pre-tokenizer pattern, the only regex a model file may carry (NUL-terminated). */
+extern const char gptoss_o200k_pattern[];
+
 /* The 17 fields of the model header, in file order. */
 struct gptoss_model_header {
     uint32_t context_length;

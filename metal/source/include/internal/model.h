@@ -57,6 +57,23 @@ struct gptoss_file_mapping {
     gptoss_ref_count_t ref_count;
     void* ptr;     /* page-aligned start of the mapping (the file's byte 0) */
     size_t size;   /* file size in bytes */
+    /*
+     * The descriptor stays open (read-only, close-on-exec) so gptoss_model_check_file can fstat
+     * the very inode that is mapped (one syscall, ~1 us); -1 when closed.
+     */
+    int fd;
+    /* The identity and version of the file at load, compared by gptoss_model_check_file. */
+    uint64_t st_dev;
+    uint64_t st_ino;
+    int64_t mtime_sec;
+    int64_t mtime_nsec;
+    int guard_slot;  /* slot in the SIGBUS guard's table (model.c), -1 if unguarded */
+    /* Set once a change was detected (or a SIGBUS in the mapping was caught): sticky. */
+#ifdef __cplusplus
+    std::atomic<bool> changed;
+#else
+    _Atomic bool changed;
+#endif
 };
 
 struct gptoss_file_mapping* gptoss_file_mapping_retain(struct gptoss_file_mapping* mapping);
@@ -92,7 +109,8 @@ enum gptoss_status gptoss_tokenizer_create(
 
 struct gptoss_model {
     gptoss_ref_count_t ref_count;
-    char* path;                          /* as given to gptoss_model_create_from_file (for messages) */
+    char* path;                          /* for messages: the path given, bytes that are not UTF-8 as \\xNN */
+    char* os_path;                       /* the path exactly as given to gptoss_model_create_from_file */
     struct gptoss_file_mapping* mapping;
     struct gptoss_model_file file;       /* validated header, tokenizer sizes and the full layout */
     struct gptoss_tokenizer* tokenizer;  /* one reference owned by the model */
@@ -141,6 +159,25 @@ struct gptoss_model {
 
 /* unsupported_system naming the first kernel this build lacks, else success. */
 enum gptoss_status gptoss_model_check_kernels(const struct gptoss_model* model);
+
+/*
+ * Checks that the model file was not changed since it was loaded: fstat on the mapped file's
+ * descriptor (size and modification time) and stat on the path (if the path still names the
+ * same inode, its size and modification time). Replacing the file by rename (a new inode at the
+ * path) is fine: the loaded inode stays mapped and unchanged, and this returns success.
+ * Returns success, or invalid_file with "<path>: the model file changed after it was loaded
+ * (size X → Y bytes); reload the model" (or the modification time that changed). A detected
+ * change is sticky: every later call fails too. Costs two syscalls (~1-2 us); thread-safe.
+ *
+ * Call it at the start of every unit of work that reads weights (gptoss_context_process,
+ * gptoss_context_sample*): a truncated file would otherwise kill the process with SIGBUS when a
+ * kernel reads a page past the new end, and an in-place overwrite would silently change the
+ * weights. Calling it again at the end of the unit of work detects a change made while the
+ * kernels ran (the results of that unit must then be discarded). Residual window: a change
+ * between the check and the kernels' reads is not detected in time (see docs/model-bin.md,
+ * "Replacing a model file").
+ */
+enum gptoss_status gptoss_model_check_file(const struct gptoss_model* model);
 
 #ifdef __cplusplus
 }  // extern "C"
