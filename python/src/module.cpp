@@ -185,7 +185,7 @@ std::vector<uint32_t> token_ids_argument(const char* function, const char* what,
         // An object array: element by element below.
     } else if (PyLong_Check(value.ptr()) || PyBool_Check(value.ptr()) || is_numpy_bool(value) ||
                (!PyFloat_Check(value.ptr()) && PyIndex_Check(value.ptr()))) {
-        ids.push_back(element(value, ""));
+        ids.push_back(element(value, at(0)));  // a single id is element 0 of what is appended
         return ids;
     } else if (PyFloat_Check(value.ptr()) || PyUnicode_Check(value.ptr()) || PyBytes_Check(value.ptr()) ||
                !py::isinstance<py::iterable>(value)) {
