@@ -221,6 +221,29 @@ def test_full_context_still_reports_overflow(model) -> None:
     assert ctx.sample(max_output_tokens=0) == []
 
 
+@pytest.mark.parametrize(
+    "arguments,error,fragment",
+    [({"context_length": -1}, InvalidArgumentError, "context_length -1 is out of range"),
+     ({"max_batch_tokens": -3}, InvalidArgumentError, "max_batch_tokens -3 is out of range"),
+     ({"context_length": 2**70}, InvalidArgumentError, "exceeds the model's maximum"),
+     ({"context_length": 64.0}, InvalidArgumentTypeError, "context_length must be an integer, not float"),
+     ({"max_batch_tokens": True}, InvalidArgumentTypeError, "max_batch_tokens must be an integer, not bool")],
+)
+def test_context_size_arguments(model, arguments: dict, error: type, fragment: str) -> None:
+    from gpt_oss_metal import Context
+
+    with pytest.raises(error) as raised:
+        Context(model, **arguments)
+    assert fragment in _one_line(raised)
+
+
+def test_context_sizes_accept_numpy_integers(model) -> None:
+    from gpt_oss_metal import Context
+
+    with Context(model, context_length=np.int64(32), max_batch_tokens=np.uint16(3)) as ctx:
+        assert ctx.max_tokens == 32
+
+
 # ---------------------------------------------------------------- corrupt weights
 
 

@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, T
 import numpy as np
 
 from . import _metal
-from .errors import CancelledError, InvalidArgumentError, InvalidStateError, InvalidTextError, ModelFileError
+from .errors import (
+    CancelledError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidStateError,
+    InvalidTextError,
+    ModelFileError,
+)
 
 if TYPE_CHECKING:
     from .model import Model
@@ -73,6 +80,16 @@ class TextDecoder:
         self._decoder.reset()
 
 
+def _size_argument(name: str, value: object) -> int:
+    """A Context size argument: an int or NumPy integer >= 0 (huge values are capped at 2**63, which
+    the runtime then reports as exceeding the model's maximum)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentTypeError(f"Context: {name} must be an integer, not {type(value).__name__} ({value!r})")
+    if value < 0:
+        raise InvalidArgumentError(f"Context: {name} {value} is out of range: it must be >= 0 (0: the default)")
+    return min(int(value), 2**63)
+
+
 class Context:
     """A token sequence on a model with its KV cache: append tokens, process them, sample.
 
@@ -101,12 +118,12 @@ class Context:
 
         if not isinstance(model, Model):
             raise TypeError(f"Context() expects a gpt_oss_metal.Model, not {type(model).__name__}")
-        if context_length < 0 or max_batch_tokens < 0:
-            raise InvalidArgumentError(f"context_length and max_batch_tokens must be >= 0, got {context_length}, {max_batch_tokens}")
+        sizes = [_size_argument(name, value) for name, value in
+                 (("context_length", context_length), ("max_batch_tokens", max_batch_tokens))]
         self._model = model
         self._tokenizer = model.tokenizer  # kept: generate() decodes even after model.close()
         # The same C model as `model` (one mapping, one device); the C context retains it.
-        self._native = _metal.Context(model._native, int(context_length), int(max_batch_tokens), bool(fp32_kv))
+        self._native = _metal.Context(model._native, sizes[0], sizes[1], bool(fp32_kv))
         self._output_all_logits = False
 
     @property
