@@ -10,6 +10,7 @@
 #endif
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,6 +84,54 @@ static bool is_sliding_block(const struct gptoss_context* context, uint32_t bloc
         if ((context) == NULL) {                                                                       \
             return gptoss_set_error(gptoss_status_invalid_argument, "%s: context is NULL", function); \
         }                                                                                              \
+    } while (0)
+
+/*
+ * The thread-safety guard (docs/thread-safety.md). A context runs one call at a time: a call claims
+ * `running` with a compare-and-swap at entry, so a call that overlaps another (from a second thread)
+ * fails at once with invalid_state instead of corrupting the token bookkeeping or the KV cache.
+ * While it runs, the call also holds a reference of its own: a release from another thread (the
+ * Python binding's close) then only drops that thread's reference, and the context is freed when
+ * the running call leaves. gptoss_context_cancel, retain, release and get_max_tokens take no guard.
+ */
+static void context_destroy(struct gptoss_context* context);
+
+static enum gptoss_status context_enter(struct gptoss_context* context, const char* function) {
+    uintptr_t expected = 0;
+    if (!atomic_compare_exchange_strong_explicit(&context->running, &expected, (uintptr_t) function,
+                                                 memory_order_acquire, memory_order_relaxed)) {
+        return gptoss_set_error(gptoss_status_invalid_state,
+            "%s: context is in use by another thread (%s is running on it; a context runs one call at a time: "
+            "serialise the calls or use one context per thread)", function, (const char*) expected);
+    }
+    atomic_fetch_add_explicit(&context->ref_count, 1, memory_order_relaxed);
+    return gptoss_status_success;
+}
+
+static void context_leave(struct gptoss_context* context) {
+    atomic_store_explicit(&context->running, 0, memory_order_release);
+    if (atomic_fetch_sub_explicit(&context->ref_count, 1, memory_order_acq_rel) == 1) {
+        /* The caller's own reference was released during the call: free now, keeping the call's error. */
+        const enum gptoss_status status = gptoss_get_last_error_status();
+        char message[1024];
+        snprintf(message, sizeof(message), "%s", gptoss_get_last_error_message());
+        context_destroy(context);
+        if (status != gptoss_status_success) {
+            gptoss_set_error(status, "%s", message);
+        }
+    }
+}
+
+/* The body of a public call: NULL check, guard, `call`, release of the guard. */
+#define GUARDED(context, function, call)                                            \
+    do {                                                                             \
+        CHECK_CONTEXT(context, function);                                            \
+        enum gptoss_status guard_status_ = context_enter(context, function);         \
+        if (guard_status_ == gptoss_status_success) {                                \
+            guard_status_ = (call);                                                  \
+            context_leave(context);                                                  \
+        }                                                                            \
+        return guard_status_;                                                        \
     } while (0)
 
 /* ---- creation ---- */
@@ -181,10 +230,17 @@ enum gptoss_status gptoss_context_create(gptoss_model_t model, size_t context_le
         return gptoss_set_error(gptoss_status_insufficient_memory, "gptoss_context_create: out of memory");
     }
     atomic_init(&context->ref_count, 1);
+    atomic_init(&context->running, 0);
     gptoss_model_retain(model);
     context->model = model;
     context->max_tokens = context_length;
     context->max_batch_tokens = max_batch_tokens;
+    {
+        /* Each block's routing slice must start 16-byte aligned: rows * k * 4 bytes a multiple of 16. */
+        const size_t k = h->num_active_experts;
+        const size_t row_multiple = k % 4 == 0 ? 1 : k % 2 == 0 ? 2 : 4;
+        context->routing_rows_per_block = (max_batch_tokens + row_multiple - 1) / row_multiple * row_multiple;
+    }
     /* Window plus one batch: a batch never overwrites keys an earlier query of the same batch needs. */
     context->ring_slots = min_size((size_t) h->attention_window + max_batch_tokens, context_length);
     context->kv_block_offset = calloc(h->num_blocks, sizeof(size_t));
@@ -217,8 +273,9 @@ enum gptoss_status gptoss_context_create(gptoss_model_t model, size_t context_le
         {mul3(T, q_dim, 4), "q", &context->q},
         {mul3(T, q_dim, 4), "attn", &context->attn},
         {partials, "attention partials", &context->attn_partials},
-        {mul3(h->num_blocks, mul_size(T, k), 4), "expert_ids", &context->expert_ids},
-        {mul3(h->num_blocks, mul_size(T, k), 4), "expert_weights", &context->expert_weights},
+        {mul3(h->num_blocks, mul_size(context->routing_rows_per_block, k), 4), "expert_ids", &context->expert_ids},
+        {mul3(h->num_blocks, mul_size(context->routing_rows_per_block, k), 4), "expert_weights",
+         &context->expert_weights},
         {mul3(T, k, mul_size(h->mlp_dim, 4)), "act", &context->act},
         {mul3(2, (size_t) h->num_experts + 1, 4), "moe plan", &context->moe_plan},
         {mul3(T, k, 4), "moe row pairs", &context->moe_row_pairs},
@@ -245,7 +302,7 @@ enum gptoss_status gptoss_context_create(gptoss_model_t model, size_t context_le
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_set_fp32_kv(gptoss_context_t context, int enabled) {
+static enum gptoss_status context_set_fp32_kv(gptoss_context_t context, int enabled) {
     CHECK_CONTEXT(context, "gptoss_context_set_fp32_kv");
     if ((enabled != 0) == context->fp32_kv) {
         return gptoss_status_success;
@@ -274,7 +331,7 @@ enum gptoss_status gptoss_context_set_fp32_kv(gptoss_context_t context, int enab
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_set_output_all_logits(gptoss_context_t context, int enabled) {
+static enum gptoss_status context_set_output_all_logits(gptoss_context_t context, int enabled) {
     CHECK_CONTEXT(context, "gptoss_context_set_output_all_logits");
     context->output_all_logits = enabled != 0;
     return gptoss_status_success;
@@ -282,7 +339,7 @@ enum gptoss_status gptoss_context_set_output_all_logits(gptoss_context_t context
 
 /* ---- tokens ---- */
 
-enum gptoss_status gptoss_context_get_num_tokens(gptoss_context_t context, size_t* num_tokens_out) {
+static enum gptoss_status context_get_num_tokens(gptoss_context_t context, size_t* num_tokens_out) {
     CHECK_CONTEXT(context, "gptoss_context_get_num_tokens");
     if (num_tokens_out == NULL) {
         return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_context_get_num_tokens: num_tokens_out is NULL");
@@ -291,7 +348,7 @@ enum gptoss_status gptoss_context_get_num_tokens(gptoss_context_t context, size_
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_get_num_processed_tokens(gptoss_context_t context, size_t* num_processed_tokens_out) {
+static enum gptoss_status context_get_num_processed_tokens(gptoss_context_t context, size_t* num_processed_tokens_out) {
     CHECK_CONTEXT(context, "gptoss_context_get_num_processed_tokens");
     if (num_processed_tokens_out == NULL) {
         return gptoss_set_error(gptoss_status_invalid_argument,
@@ -310,7 +367,7 @@ enum gptoss_status gptoss_context_get_max_tokens(gptoss_context_t context, size_
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_get_tokens(gptoss_context_t context, uint32_t* tokens_out, size_t max_tokens,
+static enum gptoss_status context_get_tokens(gptoss_context_t context, uint32_t* tokens_out, size_t max_tokens,
                                              size_t* num_tokens_out) {
     CHECK_CONTEXT(context, "gptoss_context_get_tokens");
     if (num_tokens_out == NULL || (tokens_out == NULL && max_tokens != 0)) {
@@ -355,7 +412,7 @@ static void append_validated(struct gptoss_context* context, size_t num_tokens, 
     context->num_tokens += num_tokens;
 }
 
-enum gptoss_status gptoss_context_append_tokens(gptoss_context_t context, size_t num_tokens, const uint32_t* tokens) {
+static enum gptoss_status context_append_tokens(gptoss_context_t context, size_t num_tokens, const uint32_t* tokens) {
     CHECK_CONTEXT(context, "gptoss_context_append_tokens");
     if (tokens == NULL && num_tokens != 0) {
         return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_context_append_tokens: tokens is NULL");
@@ -377,7 +434,7 @@ enum gptoss_status gptoss_context_append_tokens(gptoss_context_t context, size_t
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_append_chars(gptoss_context_t context, const char* text, size_t text_length,
+static enum gptoss_status context_append_chars(gptoss_context_t context, const char* text, size_t text_length,
                                                size_t* num_tokens_out) {
     CHECK_CONTEXT(context, "gptoss_context_append_chars");
     if (text == NULL && text_length != 0) {
@@ -403,7 +460,7 @@ enum gptoss_status gptoss_context_append_chars(gptoss_context_t context, const c
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_reset(gptoss_context_t context) {
+static enum gptoss_status context_reset(gptoss_context_t context) {
     CHECK_CONTEXT(context, "gptoss_context_reset");
     /* The token array keeps the old ids beyond num_tokens: append_validated compares against them. */
     context->num_tokens = 0;
@@ -431,7 +488,7 @@ static enum gptoss_status encode_block(struct gptoss_context* context, struct gp
     const size_t k_offset = context->kv_block_offset[block];
     const size_t v_offset = k_offset + context->kv_block_slots[block] * kv_row_bytes;
     const uint32_t slots = (uint32_t) context->kv_block_slots[block];
-    const size_t routing_offset = (size_t) block * context->max_batch_tokens * k * 4;
+    const size_t routing_offset = (size_t) block * context->routing_rows_per_block * k * 4;  /* 16-byte aligned */
 
     const struct gptoss_dense_functions dense = {
         .matvec = kernels->matvec, .gemm = kernels->gemm, .rmsnorm = kernels->rmsnorm,
@@ -543,6 +600,43 @@ static enum gptoss_status encode_chunk(struct gptoss_context* context, struct gp
         (uint32_t) rows, D, layout->vocab_size, h->rmsnorm_epsilon);
 }
 
+/*
+ * The error for logits that leave nothing to sample (every one NaN or -inf): finite weights and
+ * activations cannot produce that, so the model file's weights are the likely cause.
+ */
+static enum gptoss_status report_unusable_logits(struct gptoss_context* context, size_t row) {
+    const uint32_t V = vocabulary_of(context);
+    const float* logits = (const float*) context->logits.ptr + row * (size_t) V;
+    size_t nan = 0, negative_infinity = 0, positive_infinity = 0;
+    for (uint32_t i = 0; i < V; i++) {
+        const float x = logits[i];
+        if (x != x) {
+            nan++;
+        } else if (x == -INFINITY) {
+            negative_infinity++;
+        } else if (x == INFINITY) {
+            positive_infinity++;
+        }
+    }
+    const size_t position = context->logits_end - 1;
+    return gptoss_set_error(gptoss_status_invalid_file,
+        "gptoss_context_sample_with_sampler: the model's logits after position %zu are not finite "
+        "(%zu NaN, %zu -inf, %zu +inf of %" PRIu32 "): nothing can be sampled; the model file's weights are likely "
+        "corrupt (NaN or infinite values)", position, nan, negative_infinity, positive_infinity, V);
+}
+
+/* A launch wrapper refused the forward pass's own arguments: say it is an internal error. */
+static enum gptoss_status report_internal_error(struct gptoss_context* context) {
+    char message[1024];
+    snprintf(message, sizeof(message), "%s", gptoss_get_last_error_message());
+    const struct gptoss_model_header* h = header_of(context);
+    return gptoss_set_error(gptoss_status_device_error,
+        "gptoss_context: internal error encoding the forward pass (a bug in gpt-oss-metal, not in the arguments: "
+        "please report it with context_length %zu, max_batch_tokens %zu, embedding_dim %" PRIu32
+        ", num_active_experts %" PRIu32 "): %s", context->max_tokens, context->max_batch_tokens, h->embedding_dim,
+        h->num_active_experts, message);
+}
+
 /* Consumes a pending cancellation request: true if there was one. */
 static bool take_cancel_request(struct gptoss_context* context) {
     return __atomic_exchange_n(&context->abort_flag, 0, __ATOMIC_ACQ_REL) != 0;
@@ -604,6 +698,11 @@ static enum gptoss_status run(struct gptoss_context* context, const struct gptos
                 &context->sampling_scratch);
             sampled = status == gptoss_status_success;
         }
+        if (status == gptoss_status_invalid_argument) {
+            /* Every launch argument here derives from the context's own sizes, which creation validated:
+             * a wrapper refusing one is a bug of this library, never the caller's argument. */
+            status = report_internal_error(context);
+        }
         const uint64_t device_start = now_ns();
         context->encode_ns += device_start - encode_start;
         if (status == gptoss_status_success) {
@@ -637,14 +736,18 @@ static enum gptoss_status run(struct gptoss_context* context, const struct gptos
     } while (context->num_kv_tokens < context->num_tokens);
     if (sampled) {
         const uint64_t finish_start = now_ns();
-        const enum gptoss_status status = gptoss_sampler_finish(sampler, &context->sampling_scratch, token_out);
+        enum gptoss_status status = gptoss_sampler_finish(sampler, &context->sampling_scratch, token_out);
         context->finish_ns += now_ns() - finish_start;
+        if (status == gptoss_status_invalid_argument) {
+            /* Nothing could be drawn: the model produced no usable logit. Not the caller's argument. */
+            status = report_unusable_logits(context, context->num_logits_rows - 1);
+        }
         return status;
     }
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_process(gptoss_context_t context) {
+static enum gptoss_status context_process(gptoss_context_t context) {
     CHECK_CONTEXT(context, "gptoss_context_process");
     if (context->num_tokens == 0 ||
         (context->num_kv_tokens >= context->num_tokens && context->num_logits_rows != 0 &&
@@ -654,7 +757,7 @@ enum gptoss_status gptoss_context_process(gptoss_context_t context) {
     return run(context, NULL, 0, NULL);
 }
 
-enum gptoss_status gptoss_context_sample_with_sampler(gptoss_context_t context, gptoss_sampler_t sampler,
+static enum gptoss_status context_sample_with_sampler(gptoss_context_t context, gptoss_sampler_t sampler,
                                                       size_t max_tokens, uint32_t* tokens_out, size_t* num_tokens_out) {
     CHECK_CONTEXT(context, "gptoss_context_sample_with_sampler");
     if (sampler == NULL || num_tokens_out == NULL || (tokens_out == NULL && max_tokens != 0)) {
@@ -666,32 +769,51 @@ enum gptoss_status gptoss_context_sample_with_sampler(gptoss_context_t context, 
         return gptoss_set_error(gptoss_status_invalid_state,
             "gptoss_context_sample_with_sampler: the context is empty: there is nothing to predict from");
     }
+    /* A private snapshot of the settings: another thread may change the sampler meanwhile. */
+    gptoss_sampler_t settings = NULL;
+    enum gptoss_status status = gptoss_sampler_clone(sampler, &settings);
+    if (status != gptoss_status_success) {
+        return status;
+    }
+    const uint32_t vocabulary = vocabulary_of(context);
+    const uint32_t* stops = NULL;
+    size_t num_stops = 0;
+    gptoss_sampler_get_stop_tokens(settings, &stops, &num_stops);
+    for (size_t i = 0; i < num_stops; i++) {
+        if (stops[i] >= vocabulary) {
+            gptoss_sampler_release(settings);
+            return gptoss_set_error(gptoss_status_invalid_argument,
+                "gptoss_context_sample_with_sampler: stop token %" PRIu32 " (index %zu of the sampler's stop tokens) "
+                "is outside the vocabulary (ids 0 to %" PRIu32 ")", stops[i], i, vocabulary - 1);
+        }
+    }
     const size_t num_prompt_tokens = context->num_tokens;
     for (size_t i = 0; i < max_tokens; i++) {
         if (context->num_tokens >= context->max_tokens) {
             if (i == 0) {
-                return gptoss_set_error(gptoss_status_context_overflow,
+                status = gptoss_set_error(gptoss_status_context_overflow,
                     "gptoss_context_sample_with_sampler: the context is full (%zu tokens)", context->max_tokens);
             }
             break;
         }
         uint32_t token = 0;
-        enum gptoss_status status = run(context, sampler, num_prompt_tokens, &token);
+        status = run(context, settings, num_prompt_tokens, &token);
         if (status != gptoss_status_success) {
-            return status;
+            break;
         }
         /* Appended unprocessed: the next run computes its KV entry (and the logits after it). */
         append_validated(context, 1, &token);
         tokens_out[i] = token;
         *num_tokens_out = i + 1;
-        if (gptoss_sampler_is_stop_token(sampler, token)) {
+        if (gptoss_sampler_is_stop_token(settings, token)) {
             break;
         }
     }
-    return gptoss_status_success;
+    gptoss_sampler_release(settings);
+    return status;
 }
 
-enum gptoss_status gptoss_context_sample(gptoss_context_t context, float temperature, uint64_t seed, size_t max_tokens,
+static enum gptoss_status context_sample(gptoss_context_t context, float temperature, uint64_t seed, size_t max_tokens,
                                          uint32_t* tokens_out, size_t* num_tokens_out) {
     CHECK_CONTEXT(context, "gptoss_context_sample");
     gptoss_sampler_t sampler = NULL;
@@ -703,7 +825,7 @@ enum gptoss_status gptoss_context_sample(gptoss_context_t context, float tempera
         status = gptoss_sampler_set_seed(sampler, seed);
     }
     if (status == gptoss_status_success) {
-        status = gptoss_context_sample_with_sampler(context, sampler, max_tokens, tokens_out, num_tokens_out);
+        status = context_sample_with_sampler(context, sampler, max_tokens, tokens_out, num_tokens_out);
     }
     gptoss_sampler_release(sampler);
     return status;
@@ -711,7 +833,7 @@ enum gptoss_status gptoss_context_sample(gptoss_context_t context, float tempera
 
 /* ---- outputs ---- */
 
-enum gptoss_status gptoss_context_get_logits(gptoss_context_t context, const float** logits_out,
+static enum gptoss_status context_get_logits(gptoss_context_t context, const float** logits_out,
                                              size_t* vocabulary_size_out, size_t* num_rows_out) {
     CHECK_CONTEXT(context, "gptoss_context_get_logits");
     if (logits_out == NULL || vocabulary_size_out == NULL || num_rows_out == NULL) {
@@ -727,7 +849,7 @@ enum gptoss_status gptoss_context_get_logits(gptoss_context_t context, const flo
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_get_expert_choices(gptoss_context_t context, const uint32_t** expert_ids_out,
+static enum gptoss_status context_get_expert_choices(gptoss_context_t context, const uint32_t** expert_ids_out,
                                                      size_t* num_blocks_out, size_t* num_rows_out,
                                                      size_t* rows_per_block_out, size_t* num_active_out) {
     CHECK_CONTEXT(context, "gptoss_context_get_expert_choices");
@@ -741,12 +863,12 @@ enum gptoss_status gptoss_context_get_expert_choices(gptoss_context_t context, c
     *expert_ids_out = context->expert_ids.ptr;
     *num_blocks_out = header_of(context)->num_blocks;
     *num_rows_out = context->num_expert_rows;
-    *rows_per_block_out = context->max_batch_tokens;
+    *rows_per_block_out = context->routing_rows_per_block;
     *num_active_out = header_of(context)->num_active_experts;
     return gptoss_status_success;
 }
 
-enum gptoss_status gptoss_context_get_host_timings(gptoss_context_t context, uint64_t* encode_ns_out,
+static enum gptoss_status context_get_host_timings(gptoss_context_t context, uint64_t* encode_ns_out,
                                                    uint64_t* device_ns_out, uint64_t* finish_ns_out) {
     CHECK_CONTEXT(context, "gptoss_context_get_host_timings");
     if (encode_ns_out == NULL || device_ns_out == NULL || finish_ns_out == NULL) {
@@ -756,6 +878,73 @@ enum gptoss_status gptoss_context_get_host_timings(gptoss_context_t context, uin
     *device_ns_out = context->device_ns;
     *finish_ns_out = context->finish_ns;
     return gptoss_status_success;
+}
+
+
+/* ---- the public calls, under the thread-safety guard (context_enter / context_leave) ---- */
+
+enum gptoss_status gptoss_context_set_fp32_kv(gptoss_context_t context, int enabled) {
+    GUARDED(context, "gptoss_context_set_fp32_kv", context_set_fp32_kv(context, enabled));
+}
+
+enum gptoss_status gptoss_context_set_output_all_logits(gptoss_context_t context, int enabled) {
+    GUARDED(context, "gptoss_context_set_output_all_logits", context_set_output_all_logits(context, enabled));
+}
+
+enum gptoss_status gptoss_context_get_num_tokens(gptoss_context_t context, size_t* num_tokens_out) {
+    GUARDED(context, "gptoss_context_get_num_tokens", context_get_num_tokens(context, num_tokens_out));
+}
+
+enum gptoss_status gptoss_context_get_num_processed_tokens(gptoss_context_t context, size_t* num_processed_tokens_out) {
+    GUARDED(context, "gptoss_context_get_num_processed_tokens", context_get_num_processed_tokens(context, num_processed_tokens_out));
+}
+
+enum gptoss_status gptoss_context_get_tokens(gptoss_context_t context, uint32_t* tokens_out, size_t max_tokens,
+                                             size_t* num_tokens_out) {
+    GUARDED(context, "gptoss_context_get_tokens", context_get_tokens(context, tokens_out, max_tokens, num_tokens_out));
+}
+
+enum gptoss_status gptoss_context_append_tokens(gptoss_context_t context, size_t num_tokens, const uint32_t* tokens) {
+    GUARDED(context, "gptoss_context_append_tokens", context_append_tokens(context, num_tokens, tokens));
+}
+
+enum gptoss_status gptoss_context_append_chars(gptoss_context_t context, const char* text, size_t text_length,
+                                               size_t* num_tokens_out) {
+    GUARDED(context, "gptoss_context_append_chars", context_append_chars(context, text, text_length, num_tokens_out));
+}
+
+enum gptoss_status gptoss_context_reset(gptoss_context_t context) {
+    GUARDED(context, "gptoss_context_reset", context_reset(context));
+}
+
+enum gptoss_status gptoss_context_process(gptoss_context_t context) {
+    GUARDED(context, "gptoss_context_process", context_process(context));
+}
+
+enum gptoss_status gptoss_context_sample_with_sampler(gptoss_context_t context, gptoss_sampler_t sampler,
+                                                      size_t max_tokens, uint32_t* tokens_out, size_t* num_tokens_out) {
+    GUARDED(context, "gptoss_context_sample_with_sampler", context_sample_with_sampler(context, sampler, max_tokens, tokens_out, num_tokens_out));
+}
+
+enum gptoss_status gptoss_context_sample(gptoss_context_t context, float temperature, uint64_t seed, size_t max_tokens,
+                                         uint32_t* tokens_out, size_t* num_tokens_out) {
+    GUARDED(context, "gptoss_context_sample", context_sample(context, temperature, seed, max_tokens, tokens_out, num_tokens_out));
+}
+
+enum gptoss_status gptoss_context_get_logits(gptoss_context_t context, const float** logits_out,
+                                             size_t* vocabulary_size_out, size_t* num_rows_out) {
+    GUARDED(context, "gptoss_context_get_logits", context_get_logits(context, logits_out, vocabulary_size_out, num_rows_out));
+}
+
+enum gptoss_status gptoss_context_get_expert_choices(gptoss_context_t context, const uint32_t** expert_ids_out,
+                                                     size_t* num_blocks_out, size_t* num_rows_out,
+                                                     size_t* rows_per_block_out, size_t* num_active_out) {
+    GUARDED(context, "gptoss_context_get_expert_choices", context_get_expert_choices(context, expert_ids_out, num_blocks_out, num_rows_out, rows_per_block_out, num_active_out));
+}
+
+enum gptoss_status gptoss_context_get_host_timings(gptoss_context_t context, uint64_t* encode_ns_out,
+                                                   uint64_t* device_ns_out, uint64_t* finish_ns_out) {
+    GUARDED(context, "gptoss_context_get_host_timings", context_get_host_timings(context, encode_ns_out, device_ns_out, finish_ns_out));
 }
 
 enum gptoss_status gptoss_context_cancel(gptoss_context_t context) {

@@ -33,6 +33,7 @@ enum gptoss_status gptoss_sampler_create(gptoss_sampler_t* sampler_out)
         return gptoss_set_error(gptoss_status_insufficient_memory, "gptoss_sampler_create: out of memory");
     }
     atomic_init(&s->ref_count, 1);
+    atomic_flag_clear(&s->lock);
     s->temperature = 1.0f;
     s->top_p = 1.0f;
     s->top_k = 0;
@@ -52,9 +53,9 @@ enum gptoss_status gptoss_sampler_retain(gptoss_sampler_t sampler)
     return gptoss_status_success;
 }
 
+/* Release does not clear the thread's last error: it is called on cleanup paths after a failure. */
 enum gptoss_status gptoss_sampler_release(gptoss_sampler_t sampler)
 {
-    gptoss_clear_error();
     if (sampler == NULL) {
         return gptoss_status_success;
     }
@@ -62,6 +63,65 @@ enum gptoss_status gptoss_sampler_release(gptoss_sampler_t sampler)
         free(sampler->stop_tokens);
         free(sampler);
     }
+    return gptoss_status_success;
+}
+
+static void lock_sampler(struct gptoss_sampler* sampler)
+{
+    while (atomic_flag_test_and_set_explicit(&sampler->lock, memory_order_acquire)) {
+        /* spin: the holder stores a few fields or copies at most MAX_STOP_TOKENS ids */
+    }
+}
+
+static void unlock_sampler(struct gptoss_sampler* sampler)
+{
+    atomic_flag_clear_explicit(&sampler->lock, memory_order_release);
+}
+
+/* Stores value into *field under the sampler's lock. */
+#define STORE_SETTING(field, value) \
+    do { \
+        lock_sampler(sampler); \
+        sampler->field = (value); \
+        unlock_sampler(sampler); \
+    } while (0)
+
+enum gptoss_status gptoss_sampler_clone(gptoss_sampler_t sampler, gptoss_sampler_t* clone_out)
+{
+    if (sampler == NULL || clone_out == NULL) {
+        return gptoss_set_error(gptoss_status_invalid_argument, "gptoss_sampler_clone: %s is NULL",
+                                sampler == NULL ? "sampler" : "clone_out");
+    }
+    *clone_out = NULL;
+    struct gptoss_sampler* c = calloc(1, sizeof(*c));
+    uint32_t* stops = malloc(MAX_STOP_TOKENS * sizeof(uint32_t));
+    if (c == NULL || stops == NULL) {
+        free(c);
+        free(stops);
+        return gptoss_set_error(gptoss_status_insufficient_memory, "gptoss_sampler_clone: out of memory");
+    }
+    lock_sampler(sampler);
+    c->temperature = sampler->temperature;
+    c->top_p = sampler->top_p;
+    c->top_k = sampler->top_k;
+    c->min_p = sampler->min_p;
+    c->presence_penalty = sampler->presence_penalty;
+    c->frequency_penalty = sampler->frequency_penalty;
+    c->repetition_penalty = sampler->repetition_penalty;
+    c->seed = sampler->seed;
+    c->num_stop_tokens = sampler->num_stop_tokens;
+    if (sampler->num_stop_tokens != 0) {
+        memcpy(stops, sampler->stop_tokens, sampler->num_stop_tokens * sizeof(uint32_t));
+    }
+    unlock_sampler(sampler);
+    atomic_init(&c->ref_count, 1);
+    atomic_flag_clear(&c->lock);
+    if (c->num_stop_tokens == 0) {
+        free(stops);
+        stops = NULL;
+    }
+    c->stop_tokens = stops;
+    *clone_out = c;
     return gptoss_status_success;
 }
 
@@ -79,7 +139,7 @@ enum gptoss_status gptoss_sampler_set_temperature(gptoss_sampler_t sampler, floa
             "gptoss_sampler_set_temperature: temperature %g must be 0 (greedy) or in [%g, %g]",
             (double) temperature, (double) MIN_TEMPERATURE, (double) MAX_TEMPERATURE);
     }
-    sampler->temperature = temperature;
+    STORE_SETTING(temperature, temperature);
     return gptoss_status_success;
 }
 
@@ -90,14 +150,14 @@ enum gptoss_status gptoss_sampler_set_top_p(gptoss_sampler_t sampler, float top_
         return gptoss_set_error(gptoss_status_invalid_argument,
             "gptoss_sampler_set_top_p: top_p %g must be in (0, 1]", (double) top_p);
     }
-    sampler->top_p = top_p;
+    STORE_SETTING(top_p, top_p);
     return gptoss_status_success;
 }
 
 enum gptoss_status gptoss_sampler_set_top_k(gptoss_sampler_t sampler, uint32_t top_k)
 {
     CHECK_SAMPLER("gptoss_sampler_set_top_k");
-    sampler->top_k = top_k;  // every value is valid: 0 disables, >= vocabulary keeps all
+    STORE_SETTING(top_k, top_k);  // every value is valid: 0 disables, >= vocabulary keeps all
     return gptoss_status_success;
 }
 
@@ -108,29 +168,34 @@ enum gptoss_status gptoss_sampler_set_min_p(gptoss_sampler_t sampler, float min_
         return gptoss_set_error(gptoss_status_invalid_argument,
             "gptoss_sampler_set_min_p: min_p %g must be in [0, 1]", (double) min_p);
     }
-    sampler->min_p = min_p;
+    STORE_SETTING(min_p, min_p);
     return gptoss_status_success;
 }
 
-static enum gptoss_status set_additive_penalty(float* slot, float value, const char* fn)
+static enum gptoss_status set_additive_penalty(struct gptoss_sampler* sampler, float* slot, float value,
+                                               const char* fn, const char* name)
 {
     if (!(value >= -2.0f && value <= 2.0f)) {
-        return gptoss_set_error(gptoss_status_invalid_argument, "%s: penalty %g must be in [-2, 2]", fn, (double) value);
+        return gptoss_set_error(gptoss_status_invalid_argument, "%s: %s %g must be in [-2, 2]", fn, name, (double) value);
     }
+    lock_sampler(sampler);
     *slot = value;
+    unlock_sampler(sampler);
     return gptoss_status_success;
 }
 
 enum gptoss_status gptoss_sampler_set_presence_penalty(gptoss_sampler_t sampler, float presence_penalty)
 {
     CHECK_SAMPLER("gptoss_sampler_set_presence_penalty");
-    return set_additive_penalty(&sampler->presence_penalty, presence_penalty, "gptoss_sampler_set_presence_penalty");
+    return set_additive_penalty(sampler, &sampler->presence_penalty, presence_penalty,
+                                "gptoss_sampler_set_presence_penalty", "presence_penalty");
 }
 
 enum gptoss_status gptoss_sampler_set_frequency_penalty(gptoss_sampler_t sampler, float frequency_penalty)
 {
     CHECK_SAMPLER("gptoss_sampler_set_frequency_penalty");
-    return set_additive_penalty(&sampler->frequency_penalty, frequency_penalty, "gptoss_sampler_set_frequency_penalty");
+    return set_additive_penalty(sampler, &sampler->frequency_penalty, frequency_penalty,
+                                "gptoss_sampler_set_frequency_penalty", "frequency_penalty");
 }
 
 enum gptoss_status gptoss_sampler_set_repetition_penalty(gptoss_sampler_t sampler, float repetition_penalty)
@@ -138,16 +203,16 @@ enum gptoss_status gptoss_sampler_set_repetition_penalty(gptoss_sampler_t sample
     CHECK_SAMPLER("gptoss_sampler_set_repetition_penalty");
     if (!(repetition_penalty >= 0.01f && repetition_penalty <= 100.0f)) {
         return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_sampler_set_repetition_penalty: %g must be in [0.01, 100] (1 = off)", (double) repetition_penalty);
+            "gptoss_sampler_set_repetition_penalty: repetition_penalty %g must be in [0.01, 100] (1 = off)", (double) repetition_penalty);
     }
-    sampler->repetition_penalty = repetition_penalty;
+    STORE_SETTING(repetition_penalty, repetition_penalty);
     return gptoss_status_success;
 }
 
 enum gptoss_status gptoss_sampler_set_seed(gptoss_sampler_t sampler, uint64_t seed)
 {
     CHECK_SAMPLER("gptoss_sampler_set_seed");
-    sampler->seed = seed;
+    STORE_SETTING(seed, seed);
     return gptoss_status_success;
 }
 
@@ -159,7 +224,7 @@ enum gptoss_status gptoss_sampler_set_stop_tokens(gptoss_sampler_t sampler, cons
     }
     if (count > MAX_STOP_TOKENS) {
         return gptoss_set_error(gptoss_status_invalid_argument,
-            "gptoss_sampler_set_stop_tokens: count %zu exceeds %d", count, MAX_STOP_TOKENS);
+            "gptoss_sampler_set_stop_tokens: %zu stop tokens: at most %d are allowed", count, MAX_STOP_TOKENS);
     }
     uint32_t* copy = NULL;
     if (count != 0) {
@@ -169,9 +234,12 @@ enum gptoss_status gptoss_sampler_set_stop_tokens(gptoss_sampler_t sampler, cons
         }
         memcpy(copy, tokens, count * sizeof(uint32_t));
     }
-    free(sampler->stop_tokens);
+    lock_sampler(sampler);
+    uint32_t* old = sampler->stop_tokens;
     sampler->stop_tokens = copy;
     sampler->num_stop_tokens = count;
+    unlock_sampler(sampler);
+    free(old);
     return gptoss_status_success;
 }
 

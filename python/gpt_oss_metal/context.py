@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, T
 import numpy as np
 
 from . import _metal
-from .errors import CancelledError, InvalidArgumentError
+from .errors import (
+    CancelledError,
+    InvalidArgumentError,
+    InvalidArgumentTypeError,
+    InvalidStateError,
+    InvalidTextError,
+    ModelFileError,
+)
 
 if TYPE_CHECKING:
     from .model import Model
@@ -73,6 +80,16 @@ class TextDecoder:
         self._decoder.reset()
 
 
+def _size_argument(name: str, value: object) -> int:
+    """A Context size argument: an int or NumPy integer >= 0 (huge values are capped at 2**63, which
+    the runtime then reports as exceeding the model's maximum)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidArgumentTypeError(f"Context: {name} must be an integer, not {type(value).__name__} ({value!r})")
+    if value < 0:
+        raise InvalidArgumentError(f"Context: {name} {value} is out of range: it must be >= 0 (0: the default)")
+    return min(int(value), 2**63)
+
+
 class Context:
     """A token sequence on a model with its KV cache: append tokens, process them, sample.
 
@@ -88,6 +105,12 @@ class Context:
     :class:`~gpt_oss_metal.InvalidArgumentError`, too many tokens
     :class:`~gpt_oss_metal.ContextOverflowError` (nothing is appended in either case),
     :meth:`cancel` makes the running call raise :class:`~gpt_oss_metal.CancelledError`.
+
+    Threads (docs/thread-safety.md): a context runs one call at a time. A call made while another
+    thread's call runs on the same context raises :class:`~gpt_oss_metal.InvalidStateError`
+    ("context is in use by another thread") and changes nothing; :meth:`cancel` works from any
+    thread, and :meth:`close` from another thread cancels the running call and waits for it.
+    Use one context per thread (they may share one :class:`~gpt_oss_metal.Model`) or a lock.
     """
 
     def __init__(self, model: Model, context_length: int = 0, max_batch_tokens: int = 0, fp32_kv: bool = False) -> None:
@@ -95,12 +118,12 @@ class Context:
 
         if not isinstance(model, Model):
             raise TypeError(f"Context() expects a gpt_oss_metal.Model, not {type(model).__name__}")
-        if context_length < 0 or max_batch_tokens < 0:
-            raise InvalidArgumentError(f"context_length and max_batch_tokens must be >= 0, got {context_length}, {max_batch_tokens}")
+        sizes = [_size_argument(name, value) for name, value in
+                 (("context_length", context_length), ("max_batch_tokens", max_batch_tokens))]
         self._model = model
         self._tokenizer = model.tokenizer  # kept: generate() decodes even after model.close()
         # The same C model as `model` (one mapping, one device); the C context retains it.
-        self._native = _metal.Context(model._native, int(context_length), int(max_batch_tokens), bool(fp32_kv))
+        self._native = _metal.Context(model._native, sizes[0], sizes[1], bool(fp32_kv))
         self._output_all_logits = False
 
     @property
@@ -112,8 +135,10 @@ class Context:
 
     def close(self) -> None:
         """Free the KV cache and device buffers now (also done by ``with`` and at garbage
-        collection). Later calls raise :class:`~gpt_oss_metal.InvalidStateError`. Not while another
-        thread is inside :meth:`process`/:meth:`sample` of this context."""
+        collection). Later calls raise :class:`~gpt_oss_metal.InvalidStateError`. Safe from any
+        thread: a :meth:`process`/:meth:`sample`/:meth:`generate` step running in another thread
+        is cancelled (it raises :class:`~gpt_oss_metal.CancelledError`) and close waits for it to
+        return (within one kernel) before freeing anything. Idempotent."""
         self._native.close()
 
     @property
@@ -131,14 +156,20 @@ class Context:
 
     def append(self, data: str | bytes | int | Iterable[int]) -> int:
         """Append text (tokenized exactly like tiktoken's o200k; special-token text is plain text),
-        a token id, or token ids. Returns the number of tokens appended."""
+        a token id, or token ids. Returns the number of tokens appended.
+
+        Token ids are ints or NumPy integers (an iterable, or a 1-D NumPy array of any integer
+        dtype), each below the vocabulary size: an id out of range raises
+        :class:`~gpt_oss_metal.InvalidArgumentError` naming it and the vocabulary; a float, bool or
+        string where an id is expected raises :class:`~gpt_oss_metal.InvalidArgumentTypeError`
+        (also a ``TypeError``). A ``str`` that cannot be encoded as UTF-8 (a lone surrogate such as
+        ``"\\ud800"``) raises :class:`~gpt_oss_metal.InvalidTextError` naming its index, exactly
+        as :meth:`Tokenizer.encode` does. Nothing is appended when an error is raised."""
         if isinstance(data, str):
-            return self._native.append_bytes(data.encode("utf-8"))
+            return self._native.append_bytes(InvalidTextError.check("Context.append", data))
         if isinstance(data, (bytes, bytearray, memoryview)):
             return self._native.append_bytes(bytes(data))
-        if isinstance(data, (int, np.integer)):
-            return self._native.append_tokens([int(data)])
-        return self._native.append_tokens([int(t) for t in data])
+        return self._native.append_tokens(data)
 
     @property
     def num_tokens(self) -> int:
@@ -187,15 +218,19 @@ class Context:
 
         temperature 0 is greedy (argmax, ties to the lowest id). Generation stops after a token of
         ``stop_tokens`` (it is appended and returned) or when the context is full. The same seed and
-        context give the same tokens."""
-        if max_output_tokens < 0:
-            raise InvalidArgumentError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
+        context give the same tokens.
+
+        Every argument is checked before anything runs: a value out of range (``top_k=-1``,
+        ``temperature=-1``, ``top_p=1.5``, a stop token outside the vocabulary, ...) raises
+        :class:`~gpt_oss_metal.InvalidArgumentError` naming the argument, the value and the allowed
+        range; a wrong type (``top_k=1.5``) :class:`~gpt_oss_metal.InvalidArgumentTypeError`.
+        ``max_output_tokens`` may exceed what fits: memory is reserved only for the tokens the
+        context has room for."""
         return list(
             self._interruptible(
                 self._native.sample,
-                int(max_output_tokens), float(temperature), int(seed), float(top_p), int(top_k), float(min_p),
-                float(presence_penalty), float(frequency_penalty), float(repetition_penalty),
-                [int(t) for t in stop_tokens],
+                max_output_tokens, temperature, seed, top_p, top_k, min_p,
+                presence_penalty, frequency_penalty, repetition_penalty, stop_tokens,
             )
         )
 
@@ -224,17 +259,25 @@ class Context:
 
         >>> for piece in ctx.generate(64, temperature=0.7, stop_tokens=[200002]):  # doctest: +SKIP
         ...     print(piece.text, end="", flush=True)
+
+        The arguments are checked like :meth:`sample`'s, when generate is called (not at the first
+        iteration).
         """
-        if max_output_tokens < 0:
-            raise InvalidArgumentError(f"max_output_tokens must be >= 0, got {max_output_tokens}")
-        stops = frozenset(int(t) for t in stop_tokens)
-        settings = (float(temperature), int(seed), float(top_p), int(top_k), float(min_p),
-                    float(presence_penalty), float(frequency_penalty), float(repetition_penalty),
-                    sorted(stops))
+        (count, *options, stop_list) = self._native.check_sampling(
+            "Context.generate", max_output_tokens, temperature, seed, top_p, top_k, min_p,
+            presence_penalty, frequency_penalty, repetition_penalty, stop_tokens,
+        )
+        stops = frozenset(stop_list)
+        settings = (*options, sorted(stops))
+        return self._generate(int(count), stops, settings, bool(special_tokens))
+
+    def _generate(
+        self, max_output_tokens: int, stops: frozenset[int], settings: tuple[Any, ...], special_tokens: bool
+    ) -> Iterator[GeneratedToken]:
         step = self._step_function(settings)
         decoder = TextDecoder(self._tokenizer, special_tokens=special_tokens)
         max_tokens = self.max_tokens
-        for index in range(int(max_output_tokens)):
+        for index in range(max_output_tokens):
             if index > 0 and self.num_tokens >= max_tokens:
                 break  # full: sample() stops here too (the first token raises ContextOverflowError)
             token = step()
@@ -276,7 +319,18 @@ class Context:
                 raise ContextOverflowError(f"generate: the context is full ({self.max_tokens} tokens)")
             self.process()
             history = self.tokens
-            token = int(sampler.sample_logits(self.logits, history, len(history), num_prompt_tokens))
+            logits = self.logits
+            try:
+                token = int(sampler.sample_logits(logits, history, len(history), num_prompt_tokens))
+            except InvalidArgumentError:
+                if np.isfinite(logits).any():
+                    raise
+                raise ModelFileError(
+                    f"Context.generate: the model's logits after position {len(history) - 1} are not finite "
+                    f"({int(np.isnan(logits).sum())} NaN, {int(np.isneginf(logits).sum())} -inf, "
+                    f"{int(np.isposinf(logits).sum())} +inf of {logits.size}): nothing can be sampled; the model "
+                    "file's weights are likely corrupt (NaN or infinite values)"
+                ) from None
             self._native.append_tokens([token])
             return token
 
@@ -377,4 +431,7 @@ class Context:
     def __repr__(self) -> str:
         if self.closed:
             return "Context(closed)"
-        return f"Context(num_tokens={self.num_tokens}, max_tokens={self.max_tokens})"
+        try:
+            return f"Context(num_tokens={self.num_tokens}, max_tokens={self.max_tokens})"
+        except InvalidStateError:  # another thread is running a call on it
+            return f"Context(busy, max_tokens={self.max_tokens})"

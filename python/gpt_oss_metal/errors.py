@@ -11,6 +11,8 @@ from __future__ import annotations
 __all__ = [
     "GptOssError",
     "InvalidArgumentError",
+    "InvalidArgumentTypeError",
+    "InvalidTextError",
     "UnsupportedArgumentError",
     "InvalidStateError",
     "GptOssIOError",
@@ -40,6 +42,44 @@ class InvalidArgumentError(GptOssError, ValueError):
     """An argument is invalid: out-of-range token id, bad sampling parameter, NULL handle."""
 
     status = 1
+
+
+class InvalidArgumentTypeError(InvalidArgumentError, TypeError):
+    """An argument has the wrong type: a float, a bool or a string where a token id (an integer) is
+    expected. Both an :class:`InvalidArgumentError` and a :class:`TypeError`."""
+
+
+class InvalidTextError(InvalidArgumentError, UnicodeEncodeError):
+    """Text that cannot be encoded as UTF-8: a ``str`` holding a lone surrogate (U+D800..U+DFFF, e.g.
+    from ``"\\ud800"`` or a ``surrogateescape``-decoded file name). Raised by ``Context.append`` (and
+    ``Tokenizer.encode``) instead of substituting U+FFFD: silently changing the text would change the
+    tokens. ``start`` is the index in the ``str`` of the first lone surrogate; the message names it.
+    Both an :class:`InvalidArgumentError` and a :class:`UnicodeEncodeError` (hence a ``ValueError``).
+    """
+
+    def __init__(self, function: str, text: str, start: int) -> None:
+        character = text[start]
+        reason = (
+            f"{function}: the text has a lone surrogate U+{ord(character):04X} at index {start}, "
+            "which cannot be encoded as UTF-8 (not substituted: fix the text, e.g. "
+            "text.encode('utf-8', 'replace') to replace it)"
+        )
+        UnicodeEncodeError.__init__(self, "utf-8", text, start, start + 1, reason)
+        self.function = function
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, int]]:
+        return (type(self), (self.function, str(self.object), int(self.start)))
+
+    def __str__(self) -> str:
+        return str(self.reason)
+
+    @classmethod
+    def check(cls, function: str, text: str) -> bytes:
+        """``text`` encoded as UTF-8, or this error naming the first lone surrogate."""
+        try:
+            return text.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise cls(function, text, error.start) from None
 
 
 class UnsupportedArgumentError(GptOssError, ValueError):

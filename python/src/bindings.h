@@ -1,7 +1,9 @@
 // Declarations shared by the translation units of the gpt_oss_metal._metal extension.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include <pybind11/pybind11.h>
 
@@ -16,6 +18,25 @@ namespace gptoss_python {
 // Records `message` as this thread's last error, then raises like raise_status: for failures the
 // bindings detect themselves (bad Python arguments), so they read like the runtime's own.
 [[noreturn]] void raise_message(gptoss_status status, const std::string& message);
+
+// Raises gpt_oss_metal.errors.InvalidArgumentTypeError (an InvalidArgumentError and a TypeError)
+// with `message`: an argument of the wrong type (a float or bool where an integer is expected).
+[[noreturn]] void raise_type_error(const std::string& message);
+
+// Argument conversion shared by every binding that takes numbers from Python, so that a bad value
+// gives one line naming the function, the argument, the value and the allowed range (instead of
+// pybind11's signature dump): InvalidArgumentTypeError for the wrong type, InvalidArgumentError for
+// a value out of range.
+//   integer_argument: a Python int or NumPy integer (not bool, not float) in [0, max].
+//   real_argument:    a Python int/float or NumPy number (not bool) as a float32; a non-zero value
+//                     too small or large for float32 is out of range (the setters check the rest).
+//   token_ids_argument: an int / NumPy integer, or an iterable or 1-D NumPy integer array of them,
+//                     each in [0, vocabulary) (vocabulary 0: any uint32). `what` names one element.
+uint64_t integer_argument(const char* function, const char* name, pybind11::handle value, uint64_t max,
+                          const char* range = nullptr);
+float real_argument(const char* function, const char* name, pybind11::handle value);
+std::vector<uint32_t> token_ids_argument(const char* function, const char* what, pybind11::handle value,
+                                         uint64_t vocabulary);
 
 // Calls raise_status unless status is success.
 inline void check(gptoss_status status, const char* what) {

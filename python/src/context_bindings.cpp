@@ -1,7 +1,12 @@
 // _metal.Context over the C context API, on the C model of a _metal.Model (one mapping per model).
 // Long-running calls (process, sample) release the GIL; cancel() may be called from another thread.
+// Thread safety (docs/thread-safety.md): the C context refuses overlapping calls (InvalidStateError);
+// a call that releases the GIL holds its own C reference, and close() cancels and waits for it.
+#include <algorithm>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -17,14 +22,45 @@ namespace py = pybind11;
 namespace gptoss_python {
 namespace {
 
-uint32_t token_argument(const py::handle& value, size_t index) {
-    const long long id = value.cast<long long>();
-    if (id < 0 || id > static_cast<long long>(UINT32_MAX)) {
-        raise_message(gptoss_status_invalid_argument,
-            "gptoss_context_append_tokens: token id " + std::to_string(id) + " at index " + std::to_string(index) +
-            " is outside the vocabulary");
-    }
-    return static_cast<uint32_t>(id);
+// The sampling settings of one sample/generate call, validated (see check_sampling).
+struct SamplingSettings {
+    uint64_t max_tokens = 0;
+    float temperature = 1.0f;
+    uint64_t seed = 0;
+    float top_p = 1.0f;
+    uint32_t top_k = 0;
+    float min_p = 0.0f;
+    float presence_penalty = 0.0f;
+    float frequency_penalty = 0.0f;
+    float repetition_penalty = 1.0f;
+    std::vector<uint32_t> stop_tokens;
+};
+
+// Owns a C sampler.
+struct SamplerHandle {
+    gptoss_sampler_t sampler = nullptr;
+    SamplerHandle() = default;
+    SamplerHandle(const SamplerHandle&) = delete;
+    SamplerHandle& operator=(const SamplerHandle&) = delete;
+    ~SamplerHandle() { gptoss_sampler_release(sampler); }
+};
+
+// A C sampler with `settings`; the setters check the ranges (messages name the argument, its value
+// and the range), so Context.sample, Context.generate and Sampler report a bad value identically.
+void make_sampler(const SamplingSettings& settings, SamplerHandle& handle) {
+    check(gptoss_sampler_create(&handle.sampler), "gptoss_sampler_create");
+    gptoss_sampler_t sampler = handle.sampler;
+    check(gptoss_sampler_set_temperature(sampler, settings.temperature), "gptoss_sampler_set_temperature");
+    check(gptoss_sampler_set_seed(sampler, settings.seed), "gptoss_sampler_set_seed");
+    check(gptoss_sampler_set_top_p(sampler, settings.top_p), "gptoss_sampler_set_top_p");
+    check(gptoss_sampler_set_top_k(sampler, settings.top_k), "gptoss_sampler_set_top_k");
+    check(gptoss_sampler_set_min_p(sampler, settings.min_p), "gptoss_sampler_set_min_p");
+    check(gptoss_sampler_set_presence_penalty(sampler, settings.presence_penalty), "gptoss_sampler_set_presence_penalty");
+    check(gptoss_sampler_set_frequency_penalty(sampler, settings.frequency_penalty), "gptoss_sampler_set_frequency_penalty");
+    check(gptoss_sampler_set_repetition_penalty(sampler, settings.repetition_penalty),
+          "gptoss_sampler_set_repetition_penalty");
+    check(gptoss_sampler_set_stop_tokens(sampler, settings.stop_tokens.data(), settings.stop_tokens.size()),
+          "gptoss_sampler_set_stop_tokens");
 }
 
 class Context {
@@ -33,6 +69,13 @@ public:
     // later does not invalidate the context.
     Context(const py::object& model, size_t context_length, size_t max_batch_tokens, bool fp32_kv) {
         gptoss_model_t native = native_model(model);
+        gptoss_tokenizer_t tokenizer = nullptr;
+        check(gptoss_model_get_tokenizer(native, &tokenizer), "gptoss_model_get_tokenizer");
+        uint32_t vocabulary = 0;
+        const gptoss_status vocabulary_status = gptoss_tokenizer_get_num_tokens(tokenizer, &vocabulary);
+        gptoss_tokenizer_release(tokenizer);
+        check(vocabulary_status, "gptoss_tokenizer_get_num_tokens");
+        vocabulary_ = vocabulary;
         gptoss_status status;
         {
             py::gil_scoped_release release;
@@ -43,15 +86,32 @@ public:
             check(gptoss_context_set_fp32_kv(context_, 1), "gptoss_context_set_fp32_kv");
         }
     }
+    // pybind11 keeps the Python object alive while any of its methods runs: no call is in flight here.
     ~Context() { gptoss_context_release(context_); }
     Context(const Context&) = delete;
     Context& operator=(const Context&) = delete;
 
-    // Frees the KV cache and buffers now instead of at garbage collection. Must not run while
-    // another thread is inside process/sample of this context. Idempotent.
+    // Frees the KV cache and buffers now instead of at garbage collection; later calls raise
+    // InvalidStateError. If another thread is inside a call that released the GIL (process,
+    // sample, append of text), that call is cancelled (it raises CancelledError, within one kernel)
+    // and close waits for it to return before freeing. Idempotent.
     void close() {
         gptoss_context_t context = context_;
-        context_ = nullptr;
+        if (context == nullptr) {
+            return;
+        }
+        context_ = nullptr;  // with the GIL held: no new call can start from here on
+        bool busy;
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            busy = in_flight_ != 0;
+        }
+        if (busy) {
+            gptoss_context_cancel(context);
+            py::gil_scoped_release release;
+            std::unique_lock<std::mutex> lock(mutex_);
+            idle_.wait(lock, [this] { return in_flight_ == 0; });
+        }
         gptoss_context_release(context);
     }
     bool closed() const { return context_ == nullptr; }
@@ -63,6 +123,8 @@ public:
         }
         return context_;
     }
+
+    uint32_t vocabulary_size() const { return vocabulary_; }
 
     size_t num_tokens() const {
         size_t n = 0;
@@ -87,12 +149,10 @@ public:
         return result;
     }
 
-    size_t append_tokens(const py::iterable& ids) {
-        std::vector<uint32_t> tokens;
-        size_t index = 0;
-        for (const py::handle item : ids) {
-            tokens.push_back(token_argument(item, index++));
-        }
+    // ids: an int, a NumPy integer, or an iterable / 1-D integer array of them (floats and bools are
+    // refused; every id must be in the vocabulary).
+    size_t append_tokens(const py::object& ids) {
+        const std::vector<uint32_t> tokens = token_ids_argument("Context.append", "token id", ids, vocabulary_);
         check(gptoss_context_append_tokens(ctx(), tokens.size(), tokens.data()), "gptoss_context_append_tokens");
         return tokens.size();
     }
@@ -100,62 +160,89 @@ public:
     size_t append_bytes(const py::bytes& text) {
         std::string data = text;
         size_t n = 0;
-        gptoss_context_t context = ctx();  // checked with the GIL held
+        Call call(*this);
         gptoss_status status;
         {
             py::gil_scoped_release release;
-            status = gptoss_context_append_chars(context, data.data(), data.size(), &n);
+            status = gptoss_context_append_chars(call.context, data.data(), data.size(), &n);
         }
-        check(status, "gptoss_context_append_chars");
+        call.check(status, "gptoss_context_append_chars");
         return n;
     }
 
     void process() {
-        gptoss_context_t context = ctx();  // checked with the GIL held
+        Call call(*this);
         gptoss_status status;
         {
             py::gil_scoped_release release;
-            status = gptoss_context_process(context);
+            status = gptoss_context_process(call.context);
         }
-        check(status, "gptoss_context_process");
+        call.check(status, "gptoss_context_process");
     }
 
-    std::vector<uint32_t> sample(size_t max_tokens, float temperature, uint64_t seed, float top_p, uint32_t top_k,
-                                 float min_p, float presence_penalty, float frequency_penalty,
-                                 float repetition_penalty, const std::vector<long long>& stop_tokens) {
-        std::vector<uint32_t> stops;
-        for (size_t i = 0; i < stop_tokens.size(); i++) {
-            stops.push_back(token_argument(py::int_(stop_tokens[i]), i));
-        }
-        gptoss_sampler_t sampler = nullptr;
-        check(gptoss_sampler_create(&sampler), "gptoss_sampler_create");
-        struct Release {
-            gptoss_sampler_t s;
-            ~Release() { gptoss_sampler_release(s); }
-        } release_sampler{sampler};
-        check(gptoss_sampler_set_temperature(sampler, temperature), "gptoss_sampler_set_temperature");
-        check(gptoss_sampler_set_seed(sampler, seed), "gptoss_sampler_set_seed");
-        check(gptoss_sampler_set_top_p(sampler, top_p), "gptoss_sampler_set_top_p");
-        check(gptoss_sampler_set_top_k(sampler, top_k), "gptoss_sampler_set_top_k");
-        check(gptoss_sampler_set_min_p(sampler, min_p), "gptoss_sampler_set_min_p");
-        check(gptoss_sampler_set_presence_penalty(sampler, presence_penalty), "gptoss_sampler_set_presence_penalty");
-        check(gptoss_sampler_set_frequency_penalty(sampler, frequency_penalty), "gptoss_sampler_set_frequency_penalty");
-        check(gptoss_sampler_set_repetition_penalty(sampler, repetition_penalty), "gptoss_sampler_set_repetition_penalty");
-        check(gptoss_sampler_set_stop_tokens(sampler, stops.data(), stops.size()), "gptoss_sampler_set_stop_tokens");
-        std::vector<uint32_t> out(max_tokens);
+    // Validates every argument of sample / generate as `function` names them and returns them
+    // normalised: (max_tokens, temperature, seed, top_p, top_k, min_p, presence_penalty,
+    // frequency_penalty, repetition_penalty, stop_tokens).
+    SamplingSettings settings(const char* function, const py::object& max_tokens, const py::object& temperature,
+                              const py::object& seed, const py::object& top_p, const py::object& top_k,
+                              const py::object& min_p, const py::object& presence_penalty,
+                              const py::object& frequency_penalty, const py::object& repetition_penalty,
+                              const py::object& stop_tokens) const {
+        SamplingSettings s;
+        s.max_tokens = integer_argument(function, "max_output_tokens", max_tokens, UINT64_MAX);
+        s.temperature = real_argument(function, "temperature", temperature);
+        s.seed = integer_argument(function, "seed", seed, UINT64_MAX);
+        s.top_p = real_argument(function, "top_p", top_p);
+        s.top_k = static_cast<uint32_t>(integer_argument(function, "top_k", top_k, UINT32_MAX, "(0 disables top-k)"));
+        s.min_p = real_argument(function, "min_p", min_p);
+        s.presence_penalty = real_argument(function, "presence_penalty", presence_penalty);
+        s.frequency_penalty = real_argument(function, "frequency_penalty", frequency_penalty);
+        s.repetition_penalty = real_argument(function, "repetition_penalty", repetition_penalty);
+        s.stop_tokens = token_ids_argument(function, "stop token", stop_tokens, vocabulary_);
+        SamplerHandle ranges;
+        make_sampler(s, ranges);  // the range checks, in one place (the C setters)
+        return s;
+    }
+
+    py::tuple check_sampling(const std::string& function, const py::object& max_tokens, const py::object& temperature,
+                             const py::object& seed, const py::object& top_p, const py::object& top_k,
+                             const py::object& min_p, const py::object& presence_penalty,
+                             const py::object& frequency_penalty, const py::object& repetition_penalty,
+                             const py::object& stop_tokens) const {
+        const SamplingSettings s = settings(function.c_str(), max_tokens, temperature, seed, top_p, top_k, min_p,
+            presence_penalty, frequency_penalty, repetition_penalty, stop_tokens);
+        return py::make_tuple(s.max_tokens, s.temperature, s.seed, s.top_p, s.top_k, s.min_p, s.presence_penalty,
+                              s.frequency_penalty, s.repetition_penalty, s.stop_tokens);
+    }
+
+    std::vector<uint32_t> sample(const py::object& max_tokens, const py::object& temperature, const py::object& seed,
+                                 const py::object& top_p, const py::object& top_k, const py::object& min_p,
+                                 const py::object& presence_penalty, const py::object& frequency_penalty,
+                                 const py::object& repetition_penalty, const py::object& stop_tokens) {
+        const SamplingSettings s = settings("Context.sample", max_tokens, temperature, seed, top_p, top_k, min_p,
+            presence_penalty, frequency_penalty, repetition_penalty, stop_tokens);
+        SamplerHandle sampler;
+        make_sampler(s, sampler);
+        // Room for what can actually be produced: at most the context's free space (at least 1, so
+        // that a full context still reports context_overflow), never max_output_tokens up front.
+        const size_t used = num_tokens();
+        const size_t room = max_tokens_value() - std::min(used, max_tokens_value());
+        const uint64_t capacity = std::min<uint64_t>(s.max_tokens, std::max<size_t>(room, 1));
+        std::vector<uint32_t> out(s.max_tokens == 0 ? 0 : static_cast<size_t>(capacity));
         size_t n = 0;
-        gptoss_context_t context = ctx();  // checked with the GIL held
+        Call call(*this);
         gptoss_status status;
         {
             py::gil_scoped_release release;
-            status = gptoss_context_sample_with_sampler(context, sampler, max_tokens, out.data(), &n);
+            status = gptoss_context_sample_with_sampler(call.context, sampler.sampler, out.size(), out.data(), &n);
         }
-        check(status, "gptoss_context_sample_with_sampler");
+        call.check(status, "gptoss_context_sample_with_sampler");
         out.resize(n);
         return out;
     }
 
     void reset() { check(gptoss_context_reset(ctx()), "gptoss_context_reset"); }
+    // Needs no guard: gptoss_context_cancel is safe from any thread, during any call.
     void cancel() { check(gptoss_context_cancel(ctx()), "gptoss_context_cancel"); }
     void set_output_all_logits(bool enabled) {
         check(gptoss_context_set_output_all_logits(ctx(), enabled ? 1 : 0), "gptoss_context_set_output_all_logits");
@@ -200,7 +287,42 @@ public:
     }
 
 private:
+    // A call that releases the GIL: it holds a C reference of its own (so that nothing can free
+    // the context under it, whatever another thread does) and is counted, so that close() can
+    // cancel it and wait for it. Constructed and destroyed with the GIL held.
+    struct Call {
+        Context& owner;
+        gptoss_context_t context;
+        explicit Call(Context& c) : owner(c), context(c.ctx()) {
+            gptoss_context_retain(context);
+            std::lock_guard<std::mutex> lock(owner.mutex_);
+            owner.in_flight_++;
+        }
+        ~Call() {
+            gptoss_context_release(context);
+            std::lock_guard<std::mutex> lock(owner.mutex_);
+            owner.in_flight_--;
+            owner.idle_.notify_all();
+        }
+        Call(const Call&) = delete;
+        Call& operator=(const Call&) = delete;
+        // Raises for a failure; a call cancelled because another thread closed the context says so.
+        void check(gptoss_status status, const char* what) const {
+            if (status == gptoss_status_cancelled && owner.context_ == nullptr) {
+                raise_message(status, std::string(what) +
+                    ": cancelled: another thread closed the context while this call was running");
+            }
+            gptoss_python::check(status, what);
+        }
+    };
+
+    size_t max_tokens_value() const { return max_tokens(); }
+
     gptoss_context_t context_ = nullptr;
+    uint32_t vocabulary_ = 0;
+    std::mutex mutex_;
+    std::condition_variable idle_;
+    size_t in_flight_ = 0;
 };
 
 }  // namespace
@@ -213,12 +335,19 @@ void register_context(py::module_& m) {
         .def_property_readonly("num_processed_tokens", &Context::num_processed_tokens)
         .def_property_readonly("max_tokens", &Context::max_tokens)
         .def_property_readonly("tokens", &Context::tokens)
+        .def_property_readonly("vocabulary_size", &Context::vocabulary_size)
         .def("append_tokens", &Context::append_tokens, py::arg("tokens"))
         .def("append_bytes", &Context::append_bytes, py::arg("text"))
         .def("process", &Context::process)
         .def("sample", &Context::sample, py::arg("max_tokens"), py::arg("temperature"), py::arg("seed"),
              py::arg("top_p"), py::arg("top_k"), py::arg("min_p"), py::arg("presence_penalty"),
              py::arg("frequency_penalty"), py::arg("repetition_penalty"), py::arg("stop_tokens"))
+        .def("check_sampling", &Context::check_sampling, py::arg("function"), py::arg("max_tokens"),
+             py::arg("temperature"), py::arg("seed"), py::arg("top_p"), py::arg("top_k"), py::arg("min_p"),
+             py::arg("presence_penalty"), py::arg("frequency_penalty"), py::arg("repetition_penalty"),
+             py::arg("stop_tokens"),
+             "Validate sample/generate arguments; returns (max_tokens, temperature, seed, top_p, top_k, min_p, "
+             "presence_penalty, frequency_penalty, repetition_penalty, stop_tokens) normalised.")
         .def("reset", &Context::reset)
         .def("cancel", &Context::cancel)
         .def("set_output_all_logits", &Context::set_output_all_logits, py::arg("enabled"))

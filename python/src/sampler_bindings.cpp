@@ -94,22 +94,40 @@ public:
     Sampler(const Sampler&) = delete;
     Sampler& operator=(const Sampler&) = delete;
 
-    void set_temperature(float v) { check(gptoss_sampler_set_temperature(sampler_, v), "set_temperature"); }
-    void set_top_p(float v) { check(gptoss_sampler_set_top_p(sampler_, v), "set_top_p"); }
-    void set_top_k(int64_t v) {
-        if (v < 0 || v > UINT32_MAX) {
-            raise_status(gptoss_set_error(gptoss_status_invalid_argument, "set_top_k: %lld is not in [0, 2^32)",
-                static_cast<long long>(v)), "set_top_k");
-        }
-        check(gptoss_sampler_set_top_k(sampler_, static_cast<uint32_t>(v)), "set_top_k");
+    // Every setter converts its argument with the shared helpers (bindings.h) and lets the C setter
+    // check the range: the same one-line messages as Context.sample / Context.generate.
+    void set_temperature(const py::object& v) {
+        check(gptoss_sampler_set_temperature(sampler_, real_argument("Sampler.set_temperature", "temperature", v)),
+              "set_temperature");
     }
-    void set_min_p(float v) { check(gptoss_sampler_set_min_p(sampler_, v), "set_min_p"); }
-    void set_presence_penalty(float v) { check(gptoss_sampler_set_presence_penalty(sampler_, v), "set_presence_penalty"); }
-    void set_frequency_penalty(float v) { check(gptoss_sampler_set_frequency_penalty(sampler_, v), "set_frequency_penalty"); }
-    void set_repetition_penalty(float v) { check(gptoss_sampler_set_repetition_penalty(sampler_, v), "set_repetition_penalty"); }
-    void set_seed(uint64_t v) { check(gptoss_sampler_set_seed(sampler_, v), "set_seed"); }
-    void set_stop_tokens(const std::vector<uint32_t>& tokens) {
-        check(gptoss_sampler_set_stop_tokens(sampler_, tokens.data(), tokens.size()), "set_stop_tokens");
+    void set_top_p(const py::object& v) {
+        check(gptoss_sampler_set_top_p(sampler_, real_argument("Sampler.set_top_p", "top_p", v)), "set_top_p");
+    }
+    void set_top_k(const py::object& v) {
+        const uint64_t k = integer_argument("Sampler.set_top_k", "top_k", v, UINT32_MAX, "(0 disables top-k)");
+        check(gptoss_sampler_set_top_k(sampler_, static_cast<uint32_t>(k)), "set_top_k");
+    }
+    void set_min_p(const py::object& v) {
+        check(gptoss_sampler_set_min_p(sampler_, real_argument("Sampler.set_min_p", "min_p", v)), "set_min_p");
+    }
+    void set_presence_penalty(const py::object& v) {
+        check(gptoss_sampler_set_presence_penalty(sampler_,
+              real_argument("Sampler.set_presence_penalty", "presence_penalty", v)), "set_presence_penalty");
+    }
+    void set_frequency_penalty(const py::object& v) {
+        check(gptoss_sampler_set_frequency_penalty(sampler_,
+              real_argument("Sampler.set_frequency_penalty", "frequency_penalty", v)), "set_frequency_penalty");
+    }
+    void set_repetition_penalty(const py::object& v) {
+        check(gptoss_sampler_set_repetition_penalty(sampler_,
+              real_argument("Sampler.set_repetition_penalty", "repetition_penalty", v)), "set_repetition_penalty");
+    }
+    void set_seed(const py::object& v) {
+        check(gptoss_sampler_set_seed(sampler_, integer_argument("Sampler.set_seed", "seed", v, UINT64_MAX)), "set_seed");
+    }
+    void set_stop_tokens(const py::object& tokens) {
+        const std::vector<uint32_t> ids = token_ids_argument("Sampler.set_stop_tokens", "stop token", tokens, 0);
+        check(gptoss_sampler_set_stop_tokens(sampler_, ids.data(), ids.size()), "set_stop_tokens");
     }
     std::vector<uint32_t> stop_tokens() const {
         const uint32_t* t = nullptr;
@@ -118,12 +136,22 @@ public:
         return std::vector<uint32_t>(t, t + n);
     }
 
+    // The settings as of now, for a call that runs without the GIL (the C setters may run meanwhile).
+    struct Snapshot {
+        gptoss_sampler_t sampler = nullptr;
+        explicit Snapshot(gptoss_sampler_t source) { check(gptoss_sampler_clone(source, &sampler), "gptoss_sampler_clone"); }
+        ~Snapshot() { gptoss_sampler_release(sampler); }
+        Snapshot(const Snapshot&) = delete;
+        Snapshot& operator=(const Snapshot&) = delete;
+    };
+
     // GPU path; optionally returns z (the penalised, temperature-scaled logits the kernels computed).
     std::pair<uint32_t, py::array_t<float>> run_gpu(const logits_array& logits, const std::vector<int64_t>& history,
                                                     uint64_t position, int64_t num_prompt_tokens,
                                                     const std::string& device, bool want_scaled) {
         const Inputs in = inputs(logits, history, num_prompt_tokens);
         SamplingDevice& d = sampling_device(device);
+        const Snapshot settings(sampler_);
         gptoss_buffer logits_buffer{}, history_buffer{};
         gptoss_sampling_scratch scratch{};
         gptoss_command_buffer* cb = nullptr;
@@ -141,12 +169,12 @@ public:
             if (status == gptoss_status_success)
                 status = gptoss_command_buffer_create(d.device, &cb);
             if (status == gptoss_status_success)
-                status = gptoss_sampler_encode(sampler_, cb, &d.functions, &logits_buffer, 0, in.vocabulary_size,
+                status = gptoss_sampler_encode(settings.sampler, cb, &d.functions, &logits_buffer, 0, in.vocabulary_size,
                     in.history.empty() ? nullptr : &history_buffer, 0, static_cast<uint32_t>(in.history.size()),
                     in.num_prompt_tokens, position, &scratch);
             if (status == gptoss_status_success) status = gptoss_command_buffer_commit(cb);
             if (status == gptoss_status_success) status = gptoss_command_buffer_wait(cb);
-            if (status == gptoss_status_success) status = gptoss_sampler_finish(sampler_, &scratch, &token);
+            if (status == gptoss_status_success) status = gptoss_sampler_finish(settings.sampler, &scratch, &token);
         }
         if (status == gptoss_status_success && want_scaled) {
             scaled = py::array_t<float>(in.vocabulary_size);
@@ -163,6 +191,7 @@ public:
     std::pair<uint32_t, py::array_t<float>> run_host(const logits_array& logits, const std::vector<int64_t>& history,
                                                      uint64_t position, int64_t num_prompt_tokens, bool want_scaled) {
         const Inputs in = inputs(logits, history, num_prompt_tokens);
+        const Snapshot settings(sampler_);
         py::array_t<float> scaled(in.vocabulary_size);
         uint32_t token = 0;
         gptoss_status status;
@@ -170,7 +199,7 @@ public:
             float* out = scaled.mutable_data();
             py::gil_scoped_release release;
             gptoss_clear_error();
-            status = gptoss_sampler_sample_host(sampler_, in.logits, in.vocabulary_size, in.history.data(),
+            status = gptoss_sampler_sample_host(settings.sampler, in.logits, in.vocabulary_size, in.history.data(),
                 static_cast<uint32_t>(in.history.size()), in.num_prompt_tokens, position, out, &token);
         }
         check(status, "sample_logits_host");
@@ -199,10 +228,11 @@ void register_sampler(py::module_& m) {
         .def("set_stop_tokens", &Sampler::set_stop_tokens, py::arg("tokens"))
         .def_property_readonly("stop_tokens", &Sampler::stop_tokens)
         .def("sample_logits",
-             [](Sampler& s, const logits_array& logits, const std::vector<int64_t>& history, uint64_t position,
+             [](Sampler& s, const logits_array& logits, const std::vector<int64_t>& history, const py::object& position,
                 int64_t num_prompt_tokens, py::object device) {
                  const std::string kind = device.is_none() ? "any" : device.cast<std::string>();
-                 return s.run_gpu(logits, history, position, num_prompt_tokens, kind, false).first;
+                 const uint64_t p = integer_argument("Sampler.sample_logits", "position", position, UINT64_MAX);
+                 return s.run_gpu(logits, history, p, num_prompt_tokens, kind, false).first;
              },
              py::arg("logits"), py::arg("history") = std::vector<int64_t>(), py::arg("position") = 0,
              py::arg("num_prompt_tokens") = 0, py::arg("device") = py::none(),
@@ -210,9 +240,10 @@ void register_sampler(py::module_& m) {
              "num_prompt_tokens are the prompt; position: where the token goes (the RNG counter); device: "
              "\"any\" (default), \"cpu\" or \"metal\".")
         .def("sample_logits_host",
-             [](Sampler& s, const logits_array& logits, const std::vector<int64_t>& history, uint64_t position,
+             [](Sampler& s, const logits_array& logits, const std::vector<int64_t>& history, const py::object& position,
                 int64_t num_prompt_tokens) {
-                 return s.run_host(logits, history, position, num_prompt_tokens, false).first;
+                 const uint64_t p = integer_argument("Sampler.sample_logits_host", "position", position, UINT64_MAX);
+                 return s.run_host(logits, history, p, num_prompt_tokens, false).first;
              },
              py::arg("logits"), py::arg("history") = std::vector<int64_t>(), py::arg("position") = 0,
              py::arg("num_prompt_tokens") = 0, "Host reference of sample_logits (same semantics, same RNG).")

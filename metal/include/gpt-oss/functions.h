@@ -133,8 +133,17 @@ GPTOSS_ABI enum gptoss_status gptoss_tokenizer_release(gptoss_tokenizer_t tokeni
  * A context holds a sequence of tokens, the KV cache of the positions processed so far and the
  * logits of the last processed position. Tokens are appended (ids or text), then `process` runs
  * the model over every token not processed yet; `sample` picks next tokens from the logits.
- * A context must not be used from two threads at once (gptoss_context_cancel excepted); different
- * contexts may share one model from different threads.
+ *
+ * Threads (docs/thread-safety.md): a context runs one call at a time. Every gptoss_context_* call
+ * except cancel, retain, release and get_max_tokens claims the context atomically at entry; a call
+ * made while another thread's call runs on the same context does nothing and returns invalid_state
+ * ("<function>: context is in use by another thread (<running function> is running on it; ...)").
+ * Calls are refused, not queued: serialise them yourself, or use one context per thread (contexts
+ * on one model run in parallel; the model and its tokenizer are immutable and shared).
+ * gptoss_context_cancel is safe from any thread at any time. A running call holds a reference of
+ * its own, so gptoss_context_release from another thread never frees the context under it (the
+ * context is freed when that call returns); as with any handle, a thread must own a reference for
+ * as long as it uses the context.
  */
 
 /*
@@ -240,7 +249,12 @@ GPTOSS_ABI enum gptoss_status gptoss_context_sample(
 /*
  * Like gptoss_context_sample with the sampler's settings (temperature, top-k/p, min-p, penalties
  * over the context's tokens, seed). Stops after a stop token of the sampler (the stop token is
- * appended and returned as the last token).
+ * appended and returned as the last token). The settings are copied when the call starts (the
+ * sampler may be changed by another thread meanwhile). A stop token outside the model's vocabulary
+ * gives invalid_argument (nothing is sampled). If the model's logits leave nothing to sample (every
+ * one NaN or -inf: the weights are corrupt), invalid_file naming the position. tokens_out needs
+ * room for max_tokens ids only up to what can be produced: at most the context's free space
+ * (gptoss_context_get_max_tokens minus gptoss_context_get_num_tokens) tokens are ever written.
  */
 GPTOSS_ABI enum gptoss_status gptoss_context_sample_with_sampler(
     gptoss_context_t context,
@@ -275,7 +289,8 @@ GPTOSS_ABI enum gptoss_status gptoss_context_get_logits(
 /*
  * Diagnostics (tests compare routing with a reference at router near-ties): the experts chosen in
  * the last chunk, as ids[(block * rows_per_block + row) * num_active + slot] for rows
- * 0..num_rows-1 (the chunk's tokens) in descending router-logit order. The memory belongs to the
+ * 0..num_rows-1 (the chunk's tokens) in descending router-logit order. rows_per_block is at least
+ * max_batch_tokens (rounded up so each block's slice is 16-byte aligned). The memory belongs to the
  * context (valid like get_logits). invalid_state if nothing was processed.
  */
 GPTOSS_ABI enum gptoss_status gptoss_context_get_expert_choices(
@@ -337,7 +352,9 @@ GPTOSS_ABI enum gptoss_status gptoss_context_release(gptoss_context_t context);
  *     tokens, whatever was sampled before with other contexts or samplers.
  * Logits that are NaN or -inf are never sampled. Generation stops after a stop token (which is
  * included in the output) or after max_tokens tokens (an argument of the context's sampling call).
- * A sampler may be shared by contexts; its settings are read when a token is sampled.
+ * A sampler may be shared by contexts and threads: the setters take the sampler's lock, and a
+ * sampling call copies the settings when it starts and uses only its copy (docs/thread-safety.md).
+ * The pointer from gptoss_sampler_get_stop_tokens is valid until the next set_stop_tokens.
  *
  * Defaults: temperature 1, top_p 1, top_k 0, min_p 0, penalties off (0, 0, 1), seed 0, no stop tokens.
  * Setters return invalid_argument (with a message naming the argument and its range) for a value
@@ -367,7 +384,10 @@ GPTOSS_ABI enum gptoss_status gptoss_sampler_set_repetition_penalty(gptoss_sampl
 /* Any 64-bit seed. */
 GPTOSS_ABI enum gptoss_status gptoss_sampler_set_seed(gptoss_sampler_t sampler, uint64_t seed);
 
-/* Replaces the stop tokens with a copy of tokens[0..count) (count <= 1024; count 0 clears them). */
+/*
+ * Replaces the stop tokens with a copy of tokens[0..count) (count <= 1024; count 0 clears them). Any
+ * uint32 is accepted here; a context's sampling call refuses ids outside its model's vocabulary.
+ */
 GPTOSS_ABI enum gptoss_status gptoss_sampler_set_stop_tokens(gptoss_sampler_t sampler, const uint32_t* tokens, size_t count);
 
 /* The current stop tokens (valid until the next set_stop_tokens or the last release). */

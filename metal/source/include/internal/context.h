@@ -12,9 +12,11 @@
 #ifdef __cplusplus
   #include <atomic>
   typedef std::atomic<uint_least64_t> gptoss_context_ref_count_t;
+  typedef std::atomic<uintptr_t> gptoss_context_running_t;
 #else
   #include <stdatomic.h>
   typedef atomic_uint_least64_t gptoss_context_ref_count_t;
+  typedef atomic_uintptr_t gptoss_context_running_t;
 #endif
 
 #include <gpt-oss/types.h>
@@ -36,6 +38,14 @@ extern "C" {
 
 struct gptoss_context {
     gptoss_context_ref_count_t ref_count;
+    /*
+     * The thread-safety guard (docs/thread-safety.md): 0 when no call runs on the context, else the
+     * name (const char*) of the public gptoss_context_* function running. Every call except cancel,
+     * retain, release and get_max_tokens claims it with a compare-and-swap at entry (a second
+     * concurrent call returns invalid_state naming the running one) and, while it runs, holds a
+     * reference so that a release from another thread cannot free the context under it.
+     */
+    gptoss_context_running_t running;
     struct gptoss_model* model;            /* retained */
 
     size_t max_tokens;                     /* context_length */
@@ -59,6 +69,12 @@ struct gptoss_context {
     size_t num_logits_rows;                /* rows of `logits` valid; 0 = no logits */
     size_t logits_end;                     /* one past the position of the last logits row */
     size_t num_expert_rows;                /* rows of expert_ids valid for the last chunk */
+    /*
+     * Rows reserved per block in expert_ids / expert_weights: max_batch_tokens rounded up so that
+     * each block's slice starts 16-byte aligned (rows * num_active_experts * 4 a multiple of 16),
+     * as the routing and MoE kernels require for any legal max_batch_tokens and expert count.
+     */
+    size_t routing_rows_per_block;
 
     /* Host time (ns) spent encoding command buffers, in commit + wait, and in sampler finish. */
     uint64_t encode_ns;
@@ -76,8 +92,8 @@ struct gptoss_context {
     struct gptoss_buffer q;                /* f32 [T, Hq 64] after RoPE */
     struct gptoss_buffer attn;             /* f32 [T, Hq 64] */
     struct gptoss_buffer attn_partials;    /* decode attention split partials (size from kernels-attention.h) */
-    struct gptoss_buffer expert_ids;       /* u32 [blocks, T, k] */
-    struct gptoss_buffer expert_weights;   /* f32 [blocks, T, k] */
+    struct gptoss_buffer expert_ids;       /* u32 [blocks, routing_rows_per_block, k] */
+    struct gptoss_buffer expert_weights;   /* f32 [blocks, routing_rows_per_block, k] */
     struct gptoss_buffer act;              /* f32 [T, k, I] */
     struct gptoss_buffer moe_plan;         /* u32 [2 (E + 1)] */
     struct gptoss_buffer moe_row_pairs;    /* u32 [T k] */

@@ -44,6 +44,12 @@ extern "C" {
 #ifndef __cplusplus  /* C++ (the bindings) uses the object only through the API */
 struct gptoss_sampler {
     atomic_uint_least64_t ref_count;
+    /*
+     * Held (a spin lock: every critical section is a few stores or one copy) by the setters and by
+     * gptoss_sampler_clone, so that a sampling call snapshots consistent settings even while another
+     * thread changes them. The sampling code reads the fields of its private clone without it.
+     */
+    atomic_flag lock;
     float temperature;          /* >= 0; 0 = greedy. Default 1 */
     float top_p;                /* (0, 1]; 1 = off. Default 1 */
     uint32_t top_k;             /* 0 = off. Default 0 */
@@ -56,6 +62,13 @@ struct gptoss_sampler {
     size_t num_stop_tokens;
 };
 #endif
+
+/*
+ * A new sampler (reference count 1, release it) with a copy of sampler's settings and stop tokens,
+ * taken as one consistent snapshot. Sampling calls (gptoss_context_sample_with_sampler, the Python
+ * Sampler) run on such a private copy: a sampler may be changed from another thread meanwhile.
+ */
+enum gptoss_status gptoss_sampler_clone(gptoss_sampler_t sampler, gptoss_sampler_t* clone_out);
 
 /* True if token is one of the sampler's stop tokens. */
 bool gptoss_sampler_is_stop_token(const struct gptoss_sampler* sampler, uint32_t token);
