@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import errno
 import os
 import resource
 import signal
@@ -355,11 +356,23 @@ def test_disk_full_names_the_destination(weights, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ck"]
 
 
-def test_unreadable_shard_names_the_file(weights, tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root reads files whatever their mode")
+def test_unreadable_shard_names_the_file(weights, tmp_path, monkeypatch):
     src = write_checkpoint(tmp_path / "ck", weights)
-    (src / "a.safetensors").chmod(0)
+    shard = str(src / "a.safetensors")
+    if os.geteuid() == 0:
+        # root reads files whatever their mode (CI runs as root): make open() of the shard fail as
+        # it would for a user, with an OSError that does not name the file itself.
+        import builtins
+        real_open = builtins.open
+
+        def refusing_open(file, *args, **kwargs):
+            if os.fspath(file) == shard:
+                raise PermissionError(errno.EACCES, "Permission denied")
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
+    else:
+        os.chmod(shard, 0)
     with pytest.raises(PermissionError, match="a.safetensors"):
         convert_checkpoint(str(src), str(tmp_path / "m.bin"), progress=False)
 

@@ -197,8 +197,8 @@ def test_truncation_while_reading_is_caught_by_the_sigbus_guard(copy: Path) -> N
 
 
 def test_truncation_before_process_does_not_kill_the_process(copy: Path) -> None:
-    """Before: SIGBUS (exit -7) at process(). Now: process() raises ModelFileError (once the
-    context checks the file) or runs on zero pages (the guard); either way check_file refuses."""
+    """Before: SIGBUS (exit -7) at process(). Now: process() checks the file first and raises
+    ModelFileError naming the change; check_file refuses too."""
     result = run_python(f"""
         import os
         from gpt_oss_metal import Model, Context, ModelFileError
@@ -217,7 +217,26 @@ def test_truncation_before_process_does_not_kill_the_process(copy: Path) -> None
             print('check refused:', e)
         """)
     assert result.returncode == 0, (result.returncode, result.stderr)
+    assert "process refused:" in result.stdout and "changed after it was loaded" in result.stdout
+    assert "processed" not in result.stdout
     assert "check refused:" in result.stdout
+
+
+def test_overwrite_in_place_stops_process_and_sampling(copy: Path) -> None:
+    """Before: NaN logits, silently. Now every unit of work checks the file first."""
+    model = Model(copy)
+    with Context(model, context_length=64) as context:
+        context.append([1, 2, 3])
+        context.process()
+        time.sleep(0.05)  # past the file system's timestamp granularity
+        with open(copy, "r+b") as f:
+            f.seek(model.layout["weights_offset"])
+            f.write(b"\xff\x7f" * 1024)
+        context.append([4])
+        with pytest.raises(ModelFileError, match="changed after it was loaded"):
+            context.process()
+        with pytest.raises(ModelFileError, match="changed after it was loaded"):
+            context.sample(max_output_tokens=1, temperature=0.0)
 
 
 # ---- 3. the regex ----

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from gpt_oss_metal import InvalidArgumentError, Model
-from gpt_oss_metal.errors import TextEncodingError, TokenIdError
+from gpt_oss_metal.errors import InvalidTextError, TokenIdError
 from gpt_oss_metal.tokenizer import Tokenizer
 from gpt_oss_metal.vocab import O200K_PATTERN
 
@@ -78,7 +78,7 @@ def test_fallback_path_equals_tiktoken(tokenizer: Tokenizer, allowed: object) ->
 ])
 def test_lone_surrogate_raises(tokenizer: Tokenizer, text: str, index: int, code_point: int) -> None:
     """Before: tiktoken substituted U+FFFD silently (while Context.append raised UnicodeEncodeError)."""
-    with pytest.raises(TextEncodingError) as info:
+    with pytest.raises(InvalidTextError) as info:
         tokenizer.encode(text)
     error = info.value
     assert isinstance(error, ValueError) and isinstance(error, InvalidArgumentError)

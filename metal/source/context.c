@@ -668,6 +668,12 @@ static enum gptoss_status run(struct gptoss_context* context, const struct gptos
     if (take_cancel_request(context)) {
         return gptoss_set_error(gptoss_status_cancelled, "gptoss_context: cancelled before processing");
     }
+    /* A model file truncated or rewritten since load would feed the kernels garbage (or SIGBUS):
+     * refuse with invalid_file naming the change (one fstat + stat, ~2 us). */
+    enum gptoss_status file_status = gptoss_model_check_file(model);
+    if (file_status != gptoss_status_success) {
+        return file_status;
+    }
     if (context->num_tokens != 0 && context->num_kv_tokens >= context->num_tokens &&
         (context->num_logits_rows == 0 || context->logits_end != context->num_tokens)) {
         /* Everything is cached (e.g. after reset) but no logits are this position's: redo the last token. */
@@ -710,6 +716,10 @@ static enum gptoss_status run(struct gptoss_context* context, const struct gptos
         }
         if (status == gptoss_status_success) {
             status = gptoss_command_buffer_wait(cb);
+        }
+        if (status == gptoss_status_success) {
+            /* Changed while the kernels ran (the SIGBUS guard gave them zero pages): discard the chunk. */
+            status = gptoss_model_check_file(model);
         }
         context->device_ns += now_ns() - device_start;
         gptoss_command_buffer_release(cb);

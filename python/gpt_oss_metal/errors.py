@@ -25,7 +25,6 @@ __all__ = [
     "DeviceError",
     "DeviceMemoryWarning",
     "NotARegularFileError",
-    "TextEncodingError",
     "TokenIdError",
     "exception_for_status",
 ]
@@ -66,6 +65,16 @@ class InvalidTextError(InvalidArgumentError, UnicodeEncodeError):
         )
         UnicodeEncodeError.__init__(self, "utf-8", text, start, start + 1, reason)
         self.function = function
+
+    @property
+    def index(self) -> int:
+        """Index in the ``str`` of the first lone surrogate (the same as ``start``)."""
+        return int(self.start)
+
+    @property
+    def code_point(self) -> int:
+        """The lone surrogate's code point (U+D800..U+DFFF)."""
+        return ord(str(self.object)[self.start])
 
     def __reduce__(self) -> tuple[type, tuple[str, str, int]]:
         return (type(self), (self.function, str(self.object), int(self.start)))
@@ -142,38 +151,6 @@ class DeviceError(GptOssError, RuntimeError):
     status = 11
 
 
-# ---- Argument errors raised by the tokenizer and Context.append (loader branch) ----
-
-
-class TextEncodingError(InvalidArgumentError):
-    """Text cannot be encoded as UTF-8: it contains a lone surrogate (U+D800..U+DFFF), e.g.
-    ``"\\ud800"`` or text decoded with ``errors="surrogateescape"``. Raised by
-    :meth:`Tokenizer.encode <gpt_oss_metal.Tokenizer.encode>` and ``Context.append`` alike (neither
-    substitutes U+FFFD silently). ``index`` is the position of the first offending code point in
-    the str, ``code_point`` its value."""
-
-    def __init__(self, message: str, index: int = -1, code_point: int = -1) -> None:
-        super().__init__(message)
-        self.index = index
-        self.code_point = code_point
-
-    @classmethod
-    def for_text(cls, text: str, function: str = "encode") -> TextEncodingError:
-        """The error for a str that ``text.encode("utf-8")`` rejects (names the first lone surrogate)."""
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as error:
-            index = error.start
-            code_point = ord(text[index])
-            return cls(
-                f"{function}: the text contains a lone surrogate U+{code_point:04X} at index {index}, "
-                "which is not valid Unicode and cannot be encoded as UTF-8",
-                index,
-                code_point,
-            )
-        return cls(f"{function}: the text cannot be encoded as UTF-8")
-
-
 class TokenIdError(InvalidArgumentError, IndexError):
     """A token id outside the vocabulary (or of the wrong kind, e.g. a special token where only
     text tokens have bytes). The message names the id and the vocabulary size; ``token_id`` holds
@@ -189,9 +166,6 @@ class NotARegularFileError(ModelFileError, GptOssIOError):
     is memory-mapped, and reading a FIFO would block forever). Both a :class:`ModelFileError`
     (``ValueError``) and a :class:`GptOssIOError` (``OSError``, ``errno`` ``EISDIR`` for a
     directory, ``ENODEV`` otherwise); the message names the path and what it is."""
-
-
-# ---- end of loader-branch classes ----
 
 
 class DeviceMemoryWarning(UserWarning):

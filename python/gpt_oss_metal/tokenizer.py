@@ -19,7 +19,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, AbstractSet, Any, Iterable, Literal
 
 from . import _metal, model_bin
-from .errors import InvalidArgumentError, ModelFileError, TextEncodingError, TokenIdError
+from .errors import InvalidArgumentError, InvalidTextError, ModelFileError, TokenIdError
 
 if TYPE_CHECKING:
     import tiktoken
@@ -106,7 +106,7 @@ class Tokenizer:
         ``allowed_special`` (or ``allowed_special="all"``), in which case it becomes its id.
 
         A lone surrogate (e.g. ``"\\ud800"``, not valid Unicode) raises
-        :class:`~gpt_oss_metal.TextEncodingError` naming its index, as ``Context.append`` does
+        :class:`~gpt_oss_metal.InvalidTextError` naming its index, as ``Context.append`` does
         (tiktoken would silently substitute U+FFFD). Text that tiktoken's regex engine cannot
         handle (a whitespace run of ~100k characters exceeds its backtracking stack) is encoded by
         the runtime's C encoder, which gives tiktoken's ids by construction (the same o200k
@@ -115,10 +115,7 @@ class Tokenizer:
         if not isinstance(text, str):
             raise TypeError(f"encode() expects str, not {type(text).__name__}")
         if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                raise TextEncodingError.for_text(text, "encode") from None
+            InvalidTextError.check("Tokenizer.encode", text)
         try:
             return self.encoding.encode(text, allowed_special=allowed_special, disallowed_special=())
         except ValueError as error:

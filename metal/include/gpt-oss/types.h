@@ -54,8 +54,10 @@ typedef struct gptoss_tokenizer* gptoss_tokenizer_t;
 
 /*
  * A context: a sequence of tokens, its KV cache and the next-token logits, on one model.
- * Reference counted. One context must not be used from two threads at once; different contexts may
- * share one model from different threads.
+ * Reference counted. A context runs one call at a time: a call overlapping another thread's call on
+ * the same context returns gptoss_status_invalid_state and changes nothing (gptoss_context_cancel
+ * works from any thread); different contexts may share one model from different threads. See
+ * docs/thread-safety.md.
  */
 typedef struct gptoss_context* gptoss_context_t;
 
