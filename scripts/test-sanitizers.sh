@@ -59,6 +59,11 @@ if [[ "$sanitizers" == *address* ]]; then
     echo "test-sanitizers: cannot find the ASan runtime to preload for $extension" >&2
     exit 2
   fi
+  # The C++ library too: ASan resolves its __cxa_throw interceptor when it starts, before Python
+  # dlopens the extension; without libstdc++ loaded by then the first C++ exception aborts with
+  # 'CHECK failed: ... real___cxa_throw != 0'.
+  cxxlib=$(ldd "$extension" | awk '/libstdc\+\+|libc\+\+\.so/ { print $3; exit }')
+  if [ -n "$cxxlib" ]; then preload="$preload $cxxlib"; fi
 fi
 
 # 4. Run the tests with the runtime preloaded; every report lands in $logs (one file per process).
