@@ -51,14 +51,14 @@ def _cmake() -> str:
     return cmake if cmake is not None else str(Path(sys.executable).with_name("cmake"))
 
 
-def _configure(build: Path, sanitize: str) -> subprocess.CompletedProcess[str]:
+def _configure(build: Path, sanitize: str, *extra: str) -> subprocess.CompletedProcess[str]:
     import pybind11
 
     generator = ["-G", "Ninja"] if shutil.which("ninja") else []
     return _run([
         _cmake(), "-S", str(ROOT), "-B", str(build), *generator, "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
         "-DGPTOSS_BUILD_METAL=OFF", "-DGPTOSS_BUILD_TEST_KERNELS=OFF", f"-DGPTOSS_SANITIZE={sanitize}",
-        "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON",
+        "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", *extra,
         f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}",
     ], env=ENV)
 
@@ -117,18 +117,38 @@ def sanitized(tmp_path_factory: pytest.TempPathFactory) -> Build:
 def test_option_reaches_every_target(sanitized: Build) -> None:
     cache = (sanitized.build / "CMakeCache.txt").read_text()
     assert f"GPTOSS_SANITIZE:STRING={SANITIZERS}" in cache
-    commands = json.loads((sanitized.build / "compile_commands.json").read_text())
-    by_kind = {"core": [], "cpu": [], "kernel": []}
-    for entry in commands:
-        source = entry["file"]
-        kind = ("kernel" if "msl-generated" in source else "cpu" if "/metal/source/cpu/" in source
-                else "core" if "/metal/source/" in source else None)
-        if kind is not None:
-            by_kind[kind].append(entry["command"])
+    by_kind = _commands_by_kind(sanitized.build)
     for kind, entries in by_kind.items():
         assert entries, f"no {kind} sources in compile_commands.json"
         for command in entries:
             assert f"-fsanitize={SANITIZERS}" in command and "-fno-sanitize-recover=undefined" in command, command
+            assert "-fno-sanitize=all" not in command, command  # GPTOSS_SANITIZE_KERNELS is ON by default
+
+
+def _commands_by_kind(build: Path) -> dict[str, list[str]]:
+    by_kind: dict[str, list[str]] = {"core": [], "cpu": [], "kernel": []}
+    for entry in json.loads((build / "compile_commands.json").read_text()):
+        source = entry["file"]
+        kind = ("kernel" if "msl-generated" in source and "kernel_registry" not in source
+                else "cpu" if "/metal/source/cpu/" in source or "kernel_registry" in source
+                else "core" if "/metal/source/" in source else None)
+        if kind is not None:
+            by_kind[kind].append(entry["command"])
+    return by_kind
+
+
+def test_kernels_can_be_left_uninstrumented(tmp_path: Path) -> None:
+    """GPTOSS_SANITIZE_KERNELS=OFF (scripts/test-sanitizers.sh): the translated kernels end with
+    -fno-sanitize=all, the runtime around them keeps the sanitizers."""
+    build = tmp_path / "build"
+    result = _configure(build, SANITIZERS, "-DGPTOSS_SANITIZE_KERNELS=OFF")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    by_kind = _commands_by_kind(build)
+    assert by_kind["kernel"] and by_kind["cpu"] and by_kind["core"]
+    for command in by_kind["kernel"]:
+        assert command.rindex("-fno-sanitize=all") > command.rindex(f"-fsanitize={SANITIZERS}"), command
+    for command in by_kind["cpu"] + by_kind["core"]:
+        assert f"-fsanitize={SANITIZERS}" in command and "-fno-sanitize=all" not in command, command
 
 
 def test_unknown_sanitizer_is_refused(tmp_path: Path) -> None:
@@ -144,6 +164,7 @@ def test_pip_install_passes_the_option() -> None:
         pytest.skip("tomllib needs Python 3.11")
     defines = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["scikit-build"]["cmake"]["define"]
     assert defines["GPTOSS_SANITIZE"] == {"env": "GPTOSS_SANITIZE", "default": ""}
+    assert defines["GPTOSS_SANITIZE_KERNELS"] == {"env": "GPTOSS_SANITIZE_KERNELS", "default": "ON"}
 
 
 def test_heap_overflow_is_reported(sanitized: Build) -> None:
