@@ -178,9 +178,14 @@ void* MSL_RT_PREPARE_NAME(void* stack_top, void (*entry)(void*), void* arg) {
 //
 // A lane that finishes or faults never returns from its last switch, so the ASan redzones of the
 // frames still live on its stack stay poisoned; fiber_prepare reuses the slot for the next
-// threadgroup and unpoisons it first (a memset of 1/8 of the slot in shadow memory).
+// threadgroup and unpoisons it first. Frames below the deepest switch point returned normally (and
+// were unpoisoned by their epilogues), so only [lowest switch point - margin, top) can hold stale
+// poison: each switch away from a fiber records that low-water mark per slot, and fiber_prepare
+// unpoisons down to it (not the whole slot: a shadow memset per lane per threadgroup would dominate).
 #include <sanitizer/asan_interface.h>
 #include <sanitizer/common_interface_defs.h>
+
+#include <unordered_map>
 
 namespace msl_rt {
 extern size_t stack_slot_size;  // scheduler.cpp: bytes per fiber stack slot (a power of two)
@@ -194,7 +199,10 @@ struct fiber_asan_thread_state {
     size_t scheduler_size = 0;
     bool on_fiber = false;
     bool leaving_scheduler = false;          // the next finish_switch reports the scheduler's bounds
+    std::unordered_map<uintptr_t, uintptr_t> low_water;  // slot bottom -> lowest address to unpoison
 };
+// Below the wrapper's frame address: its own ASan frame and the registers the raw switch pushes.
+constexpr uintptr_t switch_frame_margin = 4096;
 thread_local fiber_asan_thread_state asan_state;
 
 struct fiber_start {
@@ -235,7 +243,16 @@ void* fiber_prepare(void* stack_top, void (*entry)(void*), void* arg) {
     const void* bottom;
     size_t size;
     slot_bounds(static_cast<char*>(stack_top) - 1, &bottom, &size);
-    __asan_unpoison_memory_region(bottom, static_cast<size_t>(static_cast<char*>(stack_top) - static_cast<const char*>(bottom)));
+    const uintptr_t top = reinterpret_cast<uintptr_t>(stack_top);
+    uintptr_t low = top > reinterpret_cast<uintptr_t>(bottom) + switch_frame_margin ? top - switch_frame_margin
+                                                                                     : reinterpret_cast<uintptr_t>(bottom);
+    auto& low_water = asan_state.low_water;
+    const auto found = low_water.find(reinterpret_cast<uintptr_t>(bottom));
+    if (found != low_water.end()) {
+        low = found->second < low ? found->second : low;
+        low_water.erase(found);
+    }
+    __asan_unpoison_memory_region(reinterpret_cast<void*>(low), static_cast<size_t>(top - low));
     // {entry, arg} sit at the top of the new stack, above the frame fiber_prepare_raw builds.
     fiber_start* start = reinterpret_cast<fiber_start*>(
         (reinterpret_cast<uintptr_t>(stack_top) & ~uintptr_t(15)) - sizeof(fiber_start));
@@ -261,6 +278,19 @@ extern "C" void msl_rt_fiber_switch(void** save_sp, void* load_sp) {
         size = state.scheduler_size;
     } else {
         slot_bounds(load_sp, &bottom, &size);
+    }
+    if (!from_scheduler) {
+        // Leaving a fiber: remember how deep its live frames go (see the comment at the top).
+        const void* own_bottom;
+        size_t own_size;
+        const uintptr_t frame = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+        slot_bounds(reinterpret_cast<void*>(frame), &own_bottom, &own_size);
+        const uintptr_t slot = reinterpret_cast<uintptr_t>(own_bottom);
+        const uintptr_t mark = frame > slot + switch_frame_margin ? frame - switch_frame_margin : slot;
+        auto inserted = state.low_water.emplace(slot, mark);
+        if (!inserted.second && mark < inserted.first->second) {
+            inserted.first->second = mark;
+        }
     }
     void* fake_stack = nullptr;
     __sanitizer_start_switch_fiber(&fake_stack, bottom, size);
