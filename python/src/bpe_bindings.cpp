@@ -16,13 +16,17 @@ namespace py = pybind11;
 namespace gptoss_python {
 namespace {
 
-// The UTF-8 bytes of a str (strict: a lone surrogate raises UnicodeEncodeError), or a bytes-like as is.
+// The UTF-8 bytes of a str, or a bytes-like as is. A lone surrogate raises InvalidTextError, the
+// one class Tokenizer.encode and Context.append raise for it too.
 std::string text_bytes(const py::object& text, const char* function) {
     if (py::isinstance<py::str>(text)) {
         Py_ssize_t size = 0;
         const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
         if (data == nullptr) {
-            throw py::error_already_set();
+            PyErr_Clear();
+            py::module_::import("gpt_oss_metal.errors").attr("InvalidTextError").attr("check")(
+                std::string(function), text);  // raises, naming the surrogate's index
+            throw py::value_error(std::string(function) + ": the text cannot be encoded as UTF-8");
         }
         return std::string(data, static_cast<size_t>(size));
     }
@@ -40,7 +44,7 @@ void register_bpe(py::module_& m) {
     tokenizer_class.attr("encode_c") = py::cpp_function(
         [](const py::object& self, const py::object& text) {
             gptoss_tokenizer_t tokenizer = native_tokenizer(self);
-            const std::string bytes = text_bytes(text, "encode_c");
+            const std::string bytes = text_bytes(text, "Tokenizer.encode_c");
             uint32_t* tokens = nullptr;
             size_t count = 0;
             gptoss_status status;
